@@ -1,0 +1,57 @@
+# One Ray auth mode for every ray command and driver: a stray ~/.ray/auth_token otherwise
+# turns token auth on and actor creation fails (NOTES-ray.md section 9.1).
+export RAY_AUTH_MODE := disabled
+export WANDB_MODE ?= offline
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+VENV ?= .venv
+PYTHON ?= python3.11
+STAMP := $(VENV)/.stamp
+# e.g. TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu to skip the CUDA wheels on CI.
+TORCH_INDEX_URL ?=
+APT_GET ?= apt-get
+PYTEST_ARGS ?=
+
+.PHONY: setup run test bench lint browser clean
+
+setup: $(STAMP)
+
+# torch goes in first and on its own so that the resolver keeps that build (CPU or CUDA)
+# instead of pulling a different one as a dependency of transformers/peft.
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install torch==2.13.0 $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(VENV)/bin/python -m pip install -e '.[dev,gpu]'
+	touch $@
+
+run: setup
+	$(VENV)/bin/aar run --config jobs/configs/embedded.yaml
+
+test: setup browser
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(VENV)/bin/python -m aar_ray.bench
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+# Browser tests skip themselves when chromium is absent, so a missing apt (or no root)
+# only warns. Use APT_GET="sudo apt-get" where needed.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then \
+		echo "chromium: $$(command -v chromium)"; \
+	elif command -v $(firstword $(APT_GET)) >/dev/null 2>&1 \
+		&& $(APT_GET) update -qq \
+		&& DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq --no-install-recommends chromium; then \
+		echo "chromium installed"; \
+	else \
+		echo "WARNING: chromium not available; browser tests will be skipped" >&2; \
+	fi
+
+# Keeps the venv (slow to rebuild) and campaign/run outputs; `rm -rf $(VENV)` to start over.
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,42 @@
+"""The contract between a lab agent and whatever decides its next action.
+
+A brain sees tool schemas and tool results, nothing else: it cannot reach the scorer, the
+forum or the trial queue except through the `Toolbox` it is handed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What a tool call returns to a brain: JSON-able text, flagged when the call was bad."""
+
+    content: str
+    is_error: bool = False
+
+
+class Toolbox(Protocol):
+    """The agent's tools: one schema list shared by every brain, one dispatch entry point."""
+
+    def schemas(self) -> list[dict[str, Any]]:
+        """Tool definitions in the Anthropic `tools` format: name, description, input_schema."""
+
+    def call(self, name: str, args: Any) -> ToolResult:
+        """Run one tool; never raises for bad input (the error comes back as is_error)."""
+
+
+class Brain(Protocol):
+    """Decides an agent's next actions. One `step` is one unit of thought (one model turn for
+    Claude, one decision for the offline policy); the agent loop calls it until it returns False
+    or the agent's budget ends."""
+
+    def step(self, tools: Toolbox) -> bool:
+        """Think once and act through `tools`; False when the brain has nothing left to do."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able state, saved in the agent's workspace so a restarted actor resumes."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` saved."""

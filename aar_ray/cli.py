@@ -1,0 +1,168 @@
+"""The `aar` command: one subcommand per user task, each a thin edge over the library."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from aar_ray.config import ConfigError, SettingConfig, StudentConfig
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """`--param k=v` pairs; values are JSON when they parse (numbers, booleans), else strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param {item!r}: expected key=value")
+        out[key] = _parse_value(value)
+    return out
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: expected comma-separated integers") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text!r}: expected distinct integers")
+    return seeds
+
+
+def cmd_trial(args: argparse.Namespace) -> int:
+    from aar_ray.w2s.trial import TrialConfig, run_trial
+
+    setting = SettingConfig(args.task, args.weak, args.strong, args.max_examples, args.test_size)
+    setting.validate("trial")
+    student = StudentConfig(mode=args.mode, hidden=args.hidden)
+    student.validate("trial.student")
+    cfg = TrialConfig(setting, args.method, parse_params(args.param), parse_seeds(args.seeds),
+                      student)
+    summary = run_trial(cfg).summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{summary['setting']}  method={cfg.method}  params={cfg.params}")
+    print(f"{'seed':>4} {'weak':>7} {'ceiling':>8} {'transfer':>9} {'PGR':>7}")
+    for r in summary["per_seed"]:
+        p = "n/a" if r["pgr"] is None else f"{r['pgr']:.3f}"
+        print(f"{r['seed']:>4} {r['weak_acc']:>7.3f} {r['ceiling_acc']:>8.3f} "
+              f"{r['transfer_acc']:>9.3f} {p:>7}")
+    print("mean ± SE: " + "  ".join(f"{k}={_fmt(summary[k])}"
+                                    for k in ("weak_acc", "ceiling_acc", "transfer_acc", "pgr")))
+    return 0
+
+
+def _fmt(ms: dict[str, float | None]) -> str:
+    if ms["mean"] is None:
+        return "n/a (no gap)"
+    return f"{ms['mean']:.3f}" + (f"±{ms['se']:.3f}" if ms["se"] is not None else "")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from aar_ray.w2s.methods import METHODS
+    from aar_ray.w2s.models import MODELS
+    from aar_ray.w2s.tasks import TASKS
+
+    p = argparse.ArgumentParser(prog="aar", description="Automated alignment research on Ray.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("trial", help="run one W2S trial: weak, ceiling, transfer and PGR per seed")
+    t.add_argument("--task", default="tweets", help=f"one of {TASKS.names()}")
+    t.add_argument("--weak", default="glove50", help=f"one of {MODELS.names()}")
+    t.add_argument("--strong", default="minilm", help=f"one of {MODELS.names()}")
+    t.add_argument("--method", default="vanilla", help=f"one of {METHODS.names()}")
+    t.add_argument("--param", action="append", default=[], metavar="K=V",
+                   help="method parameter (repeatable); see `aar methods`")
+    t.add_argument("--seeds", default="0,1,2,3,4")
+    t.add_argument("--mode", default="head", choices=["head", "finetune"])
+    t.add_argument("--hidden", type=int, default=StudentConfig.hidden)
+    t.add_argument("--max-examples", type=int, default=0)
+    t.add_argument("--test-size", type=int, default=0)
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(fn=cmd_trial)
+
+    r = sub.add_parser("run", help="run a research campaign (embedded Ray, or RAY_ADDRESS)")
+    g = r.add_mutually_exclusive_group(required=True)
+    g.add_argument("--config", help="campaign YAML (see jobs/configs/)")
+    g.add_argument("--resume", metavar="DIR", help="continue the campaign in DIR")
+    r.add_argument("--brain", choices=["offline", "claude", "fake-claude"],
+                   help="override the config's brain")
+    r.add_argument("--agents", type=int, help="override the number of agents")
+    r.add_argument("--root", help="where campaign directories are created")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(fn=cmd_run)
+
+    m = sub.add_parser("methods", help="list the registered methods and their parameters")
+    m.set_defaults(fn=cmd_methods)
+    return p
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
+    from aar_ray.config import load_campaign
+    from aar_ray.lab.campaign import format_leaderboard, run_campaign
+
+    # a stopped campaign shuts Ray down cleanly; `aar run --resume DIR` continues it
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    cfg = None
+    if args.config:
+        cfg = load_campaign(args.config)
+        if args.brain:
+            cfg.brain = args.brain
+        if args.agents:
+            cfg.agents = args.agents
+        if args.root:
+            cfg.root = args.root
+        cfg.validate(args.config)
+    try:
+        summary = run_campaign(cfg, resume=args.resume, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("\naar: stopped; continue with `aar run --resume <campaign dir>`", file=sys.stderr)
+        return 130
+    print(format_leaderboard(summary))
+    d = summary["diversity"]
+    print(f"diversity: {d['team_methods']} methods, {d['team_regions']} parameter regions, "
+          f"mean method overlap between agents {d['mean_method_overlap']}")
+    print(f"{summary['trials']['done']} trials done, {summary['trials']['error']} failed, "
+          f"in {summary['seconds']:.0f} s")
+    print(f"campaign directory: {summary['campaign_dir']}")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from aar_ray.w2s.methods import METHODS, describe
+
+    for name in METHODS.names():
+        d = describe(name)
+        print(f"{name}: {d['summary'].splitlines()[0]}")
+        for k, v in d["params"]["properties"].items():
+            rng = v.get("enum") or [v.get("minimum"), v.get("maximum")]
+            print(f"    {k} ({v['type']}, default {v['default']}, allowed {rng}): "
+                  f"{v.get('description', '')}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"aar: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

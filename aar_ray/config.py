@@ -1,0 +1,334 @@
+"""Typed configuration: dataclasses in, YAML/dicts parsed into them with errors that name the field.
+
+Every knob of a campaign lives here so that the CLI, the jobs and the tests all read one schema.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config value is missing, of the wrong type, out of range or unknown; names the field."""
+
+
+def check(ok: bool, where: str, message: str) -> None:
+    """Raise a ConfigError for `where` unless `ok`: the one validation idiom used by configs."""
+    if not ok:
+        raise ConfigError(f"{where}: {message}")
+
+
+@dataclass
+class StudentConfig:
+    """How the strong student is trained: a head on frozen features, or the model fine-tuned."""
+
+    mode: Literal["head", "finetune"] = "head"
+    hidden: int = 256  # 0 = linear head; the MLP head copies teacher errors more (NOTES-testbed)
+    epochs: int = 30
+    lr: float = 1e-3
+    batch_size: int = 256
+    weight_decay: float = 1e-4
+
+    def validate(self, where: str) -> None:
+        check(self.hidden >= 0, f"{where}.hidden", "must be >= 0")
+        check(self.epochs >= 1, f"{where}.epochs", "must be >= 1")
+        check(self.lr > 0, f"{where}.lr", "must be > 0")
+        check(self.batch_size >= 1, f"{where}.batch_size", "must be >= 1")
+
+
+@dataclass
+class FinetuneConfig:
+    """The `finetune` student mode: Ray Train TorchTrainer settings (CPU here, GPUs on clusters)."""
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    epochs: int = 1
+    lr: float = 5e-5
+    batch_size: int = 16
+    max_length: int = 128
+    lora_r: int = 0  # 0 = full fine-tuning; > 0 = LoRA rank (peft)
+    storage_path: str = ""  # "" = <campaign or cache dir>/ray_results
+    start_timeout_s: int = 120  # fail fast instead of Ray Train's retry-forever default
+    strong_model: str = "minilm"  # the model fine-tuned (a models.MODELS name with hf_path)
+    bf16: bool = True  # bf16 autocast on GPU workers (ignored on CPU)
+
+    def validate(self, where: str) -> None:
+        from aar_ray.w2s import models  # a registry; imported lazily to keep config light
+
+        check(self.num_workers >= 1, f"{where}.num_workers", "must be >= 1")
+        check(self.cpus_per_worker > 0, f"{where}.cpus_per_worker", "must be > 0")
+        check(self.epochs >= 1, f"{where}.epochs", "must be >= 1")
+        check(self.lr > 0, f"{where}.lr", "must be > 0")
+        check(self.batch_size >= 1, f"{where}.batch_size", "must be >= 1")
+        check(self.max_length >= 8, f"{where}.max_length", "must be >= 8")
+        check(self.lora_r >= 0, f"{where}.lora_r", "must be >= 0")
+        check(self.start_timeout_s >= 1, f"{where}.start_timeout_s", "must be >= 1")
+        models.MODELS.check(self.strong_model, f"{where}.strong_model")
+        check(models.MODELS.get(self.strong_model).hf_path is not None,
+              f"{where}.strong_model", "has no trainable weights (no hf_path)")
+
+
+@dataclass
+class SettingConfig:
+    """One W2S setting: a task and a (weak, strong) model pair."""
+
+    task: str = "tweets"
+    weak: str = "glove50"
+    strong: str = "minilm"
+    max_examples: int = 0  # 0 = the task's default size; smaller for tests and quick runs
+    test_size: int = 0  # 0 = the task's default
+
+    def validate(self, where: str) -> None:
+        from aar_ray.w2s import models, tasks  # registries; imported lazily to keep config light
+
+        tasks.TASKS.check(self.task, f"{where}.task")
+        models.MODELS.check(self.weak, f"{where}.weak")
+        models.MODELS.check(self.strong, f"{where}.strong")
+        check(self.max_examples >= 0, f"{where}.max_examples", "must be >= 0")
+        check(self.test_size >= 0, f"{where}.test_size", "must be >= 0")
+
+    @property
+    def label(self) -> str:
+        return f"{self.task}:{self.weak}->{self.strong}"
+
+
+@dataclass
+class ClaudeConfig:
+    """The Claude brain: model, sampling, retries and the price table used for dollar budgets."""
+
+    model: str = "claude-opus-5-5"
+    max_tokens: int = 2048
+    temperature: float = 1.0
+    base_url: str = ""  # "" = the SDK default; tests point this at a local fake server
+    max_retries: int = 4
+    timeout_s: float = 120.0
+    compact_after_tokens: int = 30_000  # summarise older turns into the notebook past this
+    compact_after_messages: int = 80  # ... or past this many messages, whatever their size
+    max_tool_result_chars: int = 16_000  # longer tool results are cut before the model sees them
+    pause_after_failures: int = 3  # consecutive failed API calls before the agent pauses
+    pause_s: float = 60.0
+    # USD per million tokens: input, output, cache read, cache write (5-minute TTL)
+    prices: dict[str, list[float]] = field(
+        default_factory=lambda: {
+            "claude-opus-5-5": [4.0, 20.0, 0.40, 5.0],
+            "claude-opus-5": [5.0, 25.0, 0.50, 6.25],
+            "claude-sonnet-5": [2.0, 10.0, 0.20, 2.5],
+            "claude-haiku-4-5": [1.0, 5.0, 0.10, 1.25],
+        }
+    )
+
+    def validate(self, where: str) -> None:
+        check(self.max_tokens >= 1, f"{where}.max_tokens", "must be >= 1")
+        check(0.0 <= self.temperature <= 1.0, f"{where}.temperature", "must be in [0, 1]")
+        check(self.max_retries >= 0, f"{where}.max_retries", "must be >= 0")
+        check(self.timeout_s > 0, f"{where}.timeout_s", "must be > 0")
+        check(self.compact_after_tokens >= 1, f"{where}.compact_after_tokens", "must be >= 1")
+        check(self.compact_after_messages >= 4, f"{where}.compact_after_messages", "must be >= 4")
+        check(self.max_tool_result_chars >= 200, f"{where}.max_tool_result_chars",
+              "must be >= 200")
+        check(self.pause_after_failures >= 1, f"{where}.pause_after_failures", "must be >= 1")
+        check(self.pause_s >= 0, f"{where}.pause_s", "must be >= 0")
+        for name, row in self.prices.items():
+            check(len(row) == 4, f"{where}.prices.{name}",
+                  "needs 4 numbers: input, output, cache_read, cache_write (USD per MTok)")
+
+
+@dataclass
+class BudgetConfig:
+    """Hard limits; 0 means unlimited."""
+
+    trials_per_agent: int = 6
+    steps_per_agent: int = 60
+    wall_clock_s: float = 0.0
+    tokens_per_agent: int = 0
+    dollars_per_agent: float = 0.0
+    tokens_total: int = 0
+    dollars_total: float = 0.0
+
+    def validate(self, where: str) -> None:
+        for f in dataclasses.fields(self):
+            check(getattr(self, f.name) >= 0, f"{where}.{f.name}", "must be >= 0")
+
+
+@dataclass
+class ResourcesConfig:
+    """What one trial asks of the cluster, and how many may run at once."""
+
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent_trials: int = 0  # 0 = as many as the cluster's CPUs allow
+    agents_per_actor: int = 1  # >1 packs several agents into one actor process (large fleets)
+
+    def validate(self, where: str) -> None:
+        check(self.cpus_per_trial > 0, f"{where}.cpus_per_trial", "must be > 0")
+        check(self.gpus_per_trial >= 0, f"{where}.gpus_per_trial", "must be >= 0")
+        check(self.max_concurrent_trials >= 0, f"{where}.max_concurrent_trials", "must be >= 0")
+        check(self.agents_per_actor >= 1, f"{where}.agents_per_actor", "must be >= 1")
+
+
+@dataclass
+class ScoringConfig:
+    """What the scorer tells agents, and how often: the probing defence's knobs."""
+
+    public_fraction: float = 0.5  # share of the test split used for campaign feedback
+    feedback_decimals: int = 2  # PGR is reported rounded to this many decimals
+    submissions_per_agent: int = 20
+    ladder_margin: float = 0.02  # a new public score is shown only if it beats the best by this
+    teacher_use_threshold: float = 0.5  # flag when shuffled-label PGR keeps this share of PGR
+
+    def validate(self, where: str) -> None:
+        check(0.0 < self.public_fraction < 1.0, f"{where}.public_fraction", "must be in (0, 1)")
+        check(0 <= self.feedback_decimals <= 4, f"{where}.feedback_decimals", "must be in [0, 4]")
+        check(self.submissions_per_agent >= 1, f"{where}.submissions_per_agent", "must be >= 1")
+        check(self.ladder_margin >= 0, f"{where}.ladder_margin", "must be >= 0")
+
+
+@dataclass
+class AuditConfig:
+    """Held-out settings for the transfer audit; never shown to agents."""
+
+    settings: list[SettingConfig] = field(default_factory=list)
+    top_k: int = 3
+
+    def validate(self, where: str) -> None:
+        for i, s in enumerate(self.settings):
+            s.validate(f"{where}.settings[{i}]")
+        check(self.top_k >= 1, f"{where}.top_k", "must be >= 1")
+
+
+@dataclass
+class WandbConfig:
+    project: str = "aar-ray"
+    mode: Literal["offline", "online", "disabled"] = "offline"
+
+
+@dataclass
+class CampaignConfig:
+    """A whole campaign: one setting researched by N agents with different starting directions."""
+
+    name: str = "campaign"
+    setting: SettingConfig = field(default_factory=SettingConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    agents: int = 9
+    directions: list[str] = field(default_factory=list)  # [] = the built-in nine
+    brain: Literal["offline", "claude", "fake-claude"] = "offline"
+    claude: ClaudeConfig = field(default_factory=ClaudeConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    root: str = "campaigns"  # campaign directories are created under this folder
+    cache_dir: str = ""  # "" = $AAR_CACHE or ~/.cache/aar-ray
+
+    def validate(self, where: str = "config") -> None:
+        check(bool(self.name) and "/" not in self.name, f"{where}.name", "must be a plain name")
+        check(len(self.seeds) >= 1, f"{where}.seeds", "needs at least one seed")
+        check(len(set(self.seeds)) == len(self.seeds), f"{where}.seeds", "must be distinct")
+        check(self.agents >= 1, f"{where}.agents", "must be >= 1")
+        if self.directions:
+            check(len(self.directions) >= self.agents or len(self.directions) >= 9,
+                  f"{where}.directions", "give one per agent (or at least nine to cycle through)")
+        for name in ("setting", "student", "finetune", "claude", "budget", "resources",
+                     "scoring", "audit"):
+            getattr(self, name).validate(f"{where}.{name}")
+        for i, s in enumerate(self.audit.settings):
+            check((s.task, s.weak, s.strong) != (self.setting.task, self.setting.weak,
+                                                 self.setting.strong),
+                  f"{where}.audit.settings[{i}]", "must differ from the campaign's own setting")
+
+
+# ---- parsing ---------------------------------------------------------------------------------
+
+
+def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
+    """Build dataclass `cls` from plain data, rejecting unknown keys and wrong types by path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), sorted(names), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}.{key}: unknown field{hint}; allowed: {sorted(names)}")
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in args:
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return {str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected null")
+        return None
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool):
+        if isinstance(value, bool) and tp is not bool:
+            raise ConfigError(f"{where}: expected {tp.__name__}, got a boolean")
+        if not isinstance(value, tp):
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass config as plain data (the inverse of `from_dict`)."""
+    return dataclasses.asdict(obj)
+
+
+def load_campaign(path: str | Path) -> CampaignConfig:
+    """Read and validate a campaign YAML file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    cfg = from_dict(CampaignConfig, data or {}, where=path.name)
+    cfg.validate(path.name)
+    return cfg
+
+
+def save_campaign(cfg: CampaignConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,91 @@
+"""ResearcherActor: hosts one agent (or several, for large fleets) with its workspace, its
+direction and its brain. The agent acts only through its toolbox; its state is saved after
+every step, so a killed actor restarts where it stopped."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from aar_ray.brains import make_brain
+from aar_ray.config import CampaignConfig
+from aar_ray.lab import NAMESPACE
+from aar_ray.lab.tools import LabToolbox
+
+log = logging.getLogger(__name__)
+
+
+class Researcher:
+    def __init__(self, agent_id: str, direction: str, index: int, campaign_dir: str,
+                 cfg: CampaignConfig, *, forum: Any, scorer: Any, queue: Any) -> None:
+        self.agent_id, self.cfg = agent_id, cfg
+        self.workspace = Path(campaign_dir) / "agents" / agent_id
+        self.tools = LabToolbox(agent_id, self.workspace, cfg, forum=forum, scorer=scorer,
+                                queue=queue)
+        self.brain = make_brain(cfg, agent_id, direction, index)
+        self.steps, self.finished = 0, False
+        state_file = self.workspace / "state.json"
+        if state_file.exists():
+            state = json.loads(state_file.read_text())
+            self.brain.load_state_dict(state["brain"])
+            self.steps, self.finished = state["steps"], state["finished"]
+        else:
+            (self.workspace / "direction.md").write_text(direction + "\n")
+
+    def _save(self) -> None:
+        tmp = self.workspace / ".state.json.tmp"
+        tmp.write_text(json.dumps({"steps": self.steps, "finished": self.finished,
+                                   "brain": self.brain.state_dict()}))
+        os.replace(tmp, self.workspace / "state.json")
+
+    def run(self, deadline: float) -> dict[str, Any]:
+        limit = self.cfg.budget.steps_per_agent
+        while not self.finished and (not limit or self.steps < limit) and time.time() < deadline:
+            try:
+                more = self.brain.step(self.tools)
+            except Exception as e:  # a brain bug must not take the campaign down
+                log.exception("agent %s: brain step failed", self.agent_id)
+                more = True
+                time.sleep(1)
+                self.tools.call("post", {"title": f"{self.agent_id}: internal error",
+                                         "body": f"{type(e).__name__}: {e}"[:2000],
+                                         "kind": "error"})
+            self.steps += 1
+            self.finished = not more
+            self._save()
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        usage = getattr(self.brain, "usage", None)
+        return {"agent": self.agent_id, "steps": self.steps, "finished": self.finished,
+                "usage": {k: v for k, v in (usage or {}).items() if k != "step_input_tokens"}}
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=8)
+class ResearcherActor:
+    """One actor process per agent by default; `agents_per_actor` packs several (each agent
+    runs in its own thread) because an actor process costs ≈55 MB."""
+
+    def __init__(self, agents: list[tuple[str, str, int]], campaign_dir: str,
+                 cfg: CampaignConfig) -> None:
+        handles = {name: ray.get_actor(name, namespace=NAMESPACE)
+                   for name in ("forum", "scorer", "trials")}
+        self.agents = [Researcher(a, d, i, campaign_dir, cfg, forum=handles["forum"],
+                                  scorer=handles["scorer"], queue=handles["trials"])
+                       for a, d, i in agents]
+
+    def run(self, deadline: float) -> list[dict[str, Any]]:
+        with ThreadPoolExecutor(len(self.agents)) as pool:
+            return list(pool.map(lambda r: r.run(deadline), self.agents))
+
+    def summaries(self) -> list[dict[str, Any]]:
+        return [r.summary() for r in self.agents]
+
+    def pid(self) -> int:
+        return os.getpid()

@@ -1,0 +1,187 @@
+"""A campaign: start (or resume) the lab on Ray, let the agents research until their budgets
+end, and write the leaderboard. Everything lives in one campaign directory:
+
+    config.yaml  scorer.sqlite  forum.sqlite  trials.sqlite  summary.json
+    agents/<agent-id>/{direction.md, notebook.md, state.json, trials.jsonl, tool_calls.jsonl}
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from aar_ray.config import CampaignConfig, load_campaign, save_campaign
+from aar_ray.lab import NAMESPACE
+from aar_ray.lab.actors import ForumActor, ScorerActor, TrialQueueActor, create
+from aar_ray.lab.agent import ResearcherActor
+from aar_ray.lab.directions import DIRECTIONS
+from aar_ray.lab.diversity import diversity
+
+FORWARDED_ENV = ("WANDB_MODE", "WANDB_API_KEY", "WANDB_PROJECT", "ANTHROPIC_API_KEY",
+                 "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "AAR_CACHE", "HF_HOME")
+
+
+def init_ray(cfg: CampaignConfig) -> bool:
+    """Connect to RAY_ADDRESS if set, else start an embedded cluster. Env vars reach workers
+    only through runtime_env on a `ray start` cluster, so forward the ones we need (secrets
+    travel this way and are never written to the campaign directory). True if we started it."""
+    if ray.is_initialized():
+        return False
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    env.setdefault("WANDB_MODE", cfg.wandb.mode)
+    env["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "disabled")
+    runtime_env = {"env_vars": env}
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, namespace=NAMESPACE, runtime_env=runtime_env,
+                 log_to_driver=False)
+    else:
+        ray.init(address="local", namespace=NAMESPACE, include_dashboard=False,
+                 runtime_env=runtime_env, log_to_driver=False)
+    return True
+
+
+def new_campaign_dir(cfg: CampaignConfig) -> Path:
+    path = Path(cfg.root) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path.resolve()
+
+
+def directions(cfg: CampaignConfig) -> list[str]:
+    pool = cfg.directions or DIRECTIONS
+    return [pool[i % len(pool)] for i in range(cfg.agents)]
+
+
+@dataclass
+class Lab:
+    cfg: CampaignConfig
+    dir: Path
+    scorer: Any
+    forum: Any
+    queue: Any
+    agents: list[tuple[Any, list[str]]]
+    prepared: dict[str, Any]
+
+
+def start_lab(cfg: CampaignConfig, campaign_dir: Path) -> Lab:
+    d = str(campaign_dir)
+    scorer = create("scorer", ScorerActor, d, cfg)
+    prepared = ray.get(scorer.prepare.remote())
+    # returned refs are owned by this driver, so the inputs outlive any actor restart
+    inputs = {seed: scorer.student_inputs.remote(seed) for seed in cfg.seeds}
+    forum = create("forum", ForumActor, d)
+    queue = create("trials", TrialQueueActor, d, cfg, inputs, scorer)
+    specs = [(f"agent-{i}", direction, i) for i, direction in enumerate(directions(cfg))]
+    k = cfg.resources.agents_per_actor
+    agents = []
+    for j in range(0, len(specs), k):
+        group = specs[j:j + k]
+        name = group[0][0] if k == 1 else f"agents-{j}-{j + len(group) - 1}"
+        agents.append((create(name, ResearcherActor, group, d, cfg), [g[0] for g in group]))
+    return Lab(cfg, campaign_dir, scorer, forum, queue, agents, prepared)
+
+
+def run_baseline(lab: Lab) -> None:
+    """The lab's own vanilla trial on every seed: the bar each method is compared with."""
+    trials = ray.get(lab.queue.list.remote(agent="baseline"))
+    tid = trials[0]["trial_id"] if trials else ray.get(lab.queue.enqueue.remote(
+        "baseline", "vanilla", {}, None, "baseline"))["trial_id"]
+    status = ray.get(lab.queue.status.remote(tid, "baseline", 600))
+    if status["status"] == "done":
+        ray.get(lab.scorer.submit.remote(tid, "baseline"))
+
+
+def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Run a new campaign from `cfg`, or continue the one in `resume`; returns the summary."""
+    t0 = time.time()
+    if resume:
+        campaign_dir = Path(resume).resolve()
+        cfg = load_campaign(campaign_dir / "config.yaml")
+    else:
+        assert cfg is not None
+        campaign_dir = new_campaign_dir(cfg)
+        save_campaign(cfg, campaign_dir / "config.yaml")
+    started = init_ray(cfg)
+    try:
+        lab = start_lab(cfg, campaign_dir)
+        run_baseline(lab)
+        deadline = time.time() + cfg.budget.wall_clock_s if cfg.budget.wall_clock_s else 1e12
+        refs = {a.run.remote(deadline): names for a, names in lab.agents}
+        show = Progress(lab, t0, enabled=progress)
+        pending = list(refs)
+        while pending:
+            _, pending = ray.wait(pending, timeout=1.0)
+            show.tick()
+        ray.get(lab.queue.drain.remote())
+        show.tick(final=True)
+        summary = summarise(lab, time.time() - t0)
+        (campaign_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        return summary
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def summarise(lab: Lab, seconds: float) -> dict[str, Any]:
+    board = ray.get(lab.scorer.leaderboard.remote("private", 1000))
+    trials = ray.get(lab.queue.list.remote(kind="agent"))
+    posts = ray.get(lab.forum.all_posts.remote())
+    baseline = next((e for e in board if e["agent"] == "baseline"), None)
+    best = next((e for e in board if e["agent"] != "baseline"), None)
+    agents = [s for a, _ in lab.agents for s in ray.get(a.summaries.remote())]
+    return {
+        "campaign_dir": str(lab.dir), "setting": lab.cfg.setting.label,
+        "seconds": round(seconds, 1), "weak_acc": lab.prepared["weak_acc"],
+        "ceiling_acc": lab.prepared["ceiling_acc"],
+        "leaderboard": board, "baseline": baseline, "best": best,
+        "best_beats_baseline": bool(best and baseline and baseline["se"] is not None
+                                    and best["pgr"] > baseline["pgr"] + baseline["se"]),
+        "trials": {s: sum(t["status"] == s for t in trials) for s in ("done", "error")},
+        "posts_per_agent": {a["agent"]: sum(p["author"] == a["agent"] for p in posts)
+                            for a in agents},
+        "diversity": diversity(trials), "agents": agents,
+    }
+
+
+class Progress:
+    """One status line: overwritten in place on a terminal, printed every 15 s in logs."""
+
+    def __init__(self, lab: Lab, t0: float, enabled: bool = True) -> None:
+        self.lab, self.t0, self.enabled = lab, t0, enabled
+        self.tty = sys.stdout.isatty()
+        self.last = 0.0
+
+    def tick(self, final: bool = False) -> None:
+        if not self.enabled or (not self.tty and not final and time.time() - self.last < 15):
+            return
+        self.last = time.time()
+        c = ray.get(self.lab.queue.counts.remote())
+        top = ray.get(self.lab.scorer.leaderboard.remote("public", 1))
+        budget = self.lab.cfg.budget.trials_per_agent * self.lab.cfg.agents
+        best = f"{top[0]['pgr']:.2f} ({top[0]['agent']}, {top[0]['method']})" if top else "-"
+        line = (f"[{time.time() - self.t0:6.0f}s] trials {c['done']}/{budget or '?'} done, "
+                f"{c['running']} running, {c['queued']} queued, {c['error']} failed | "
+                f"best public PGR {best}")
+        if self.tty and not final:
+            print("\r" + line[:160].ljust(160), end="", flush=True)
+        else:
+            print(("\n" if self.tty else "") + line, flush=True)
+
+
+def format_leaderboard(summary: dict[str, Any], top: int = 10) -> str:
+    rows = [f"{'#':>2} {'method':<18} {'agent':<10} {'PGR':>7} {'± SE':>6} seeds  params"]
+    for i, e in enumerate(summary["leaderboard"][:top], 1):
+        se = "" if e["se"] is None else f"{e['se']:.3f}"
+        rows.append(f"{i:>2} {e['method']:<18} {e['agent']:<10} {e['pgr']:>7.3f} {se:>6} "
+                    f"{len(e['seeds']):>5}  {json.dumps(e['params'])}")
+    b = summary["baseline"]
+    if b:
+        rows.append(f"baseline vanilla: PGR {b['pgr']:.3f} ± {b['se'] or 0:.3f}")
+    return "\n".join(rows)

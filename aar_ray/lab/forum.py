@@ -1,0 +1,129 @@
+"""ForumActor's logic: posts, replies and search in SQLite, so no post is lost to a crash.
+
+A result post must cite a scored trial, and readers see the scorer's numbers for every cited
+trial next to whatever the author wrote; a claimed PGR that disagrees with the scorer is
+flagged on the post.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aar_ray.lab.store import Store, dumps
+
+KINDS = ("result", "hypothesis", "insight", "error")
+MAX_TITLE, MAX_BODY, MAX_TAGS, MAX_CITES = 200, 8000, 10, 20
+CLAIM = re.compile(r"\bPGR\b[^0-9\-]{0,12}(-?\d*\.\d+|-?\d+)", re.IGNORECASE)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS posts (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT UNIQUE, author TEXT, title TEXT,
+  body TEXT, kind TEXT, tags TEXT, cites TEXT, parent_id INTEGER, created REAL, flags TEXT);
+CREATE INDEX IF NOT EXISTS posts_parent ON posts(parent_id);
+"""
+
+
+class ForumError(ValueError):
+    """A post or query the forum refuses; the message says what to change."""
+
+
+class Forum:
+    def __init__(self, campaign_dir: str,
+                 scores: Callable[[list[str]], dict[str, dict[str, Any]]]) -> None:
+        self.store = Store(Path(campaign_dir) / "forum.sqlite", SCHEMA)
+        self.scores = scores  # the scorer's numbers for cited trials
+
+    def post(self, author: str, title: str, body: str, kind: str = "insight",
+             tags: list[str] | None = None, cites: list[str] | None = None,
+             parent_id: int | None = None, request_id: str | None = None) -> dict[str, Any]:
+        """Validate and store a post (or reply); `request_id` makes a retried call idempotent."""
+        tags, cites = list(tags or []), list(cites or [])
+        if request_id:
+            old = self.store.one("SELECT id FROM posts WHERE request_id=?", (request_id,))
+            if old:
+                return {"post_id": old["id"], "duplicate": True}
+        if not isinstance(title, str) or not title.strip() or len(title) > MAX_TITLE:
+            raise ForumError(f"title must be 1..{MAX_TITLE} characters")
+        if not isinstance(body, str) or not body.strip() or len(body) > MAX_BODY:
+            raise ForumError(f"body must be 1..{MAX_BODY} characters (got {len(body)})")
+        if kind not in KINDS:
+            raise ForumError(f"kind {kind!r} is not one of {list(KINDS)}")
+        if len(tags) > MAX_TAGS or any(not isinstance(t, str) or len(t) > 40 for t in tags):
+            raise ForumError(f"at most {MAX_TAGS} tags of at most 40 characters")
+        if len(cites) > MAX_CITES or any(not isinstance(c, str) for c in cites):
+            raise ForumError(f"cites must be at most {MAX_CITES} trial ids")
+        scored = self.scores(cites) if cites else {}
+        if kind == "result":
+            missing = [c for c in cites if c not in scored]
+            if not cites or missing:
+                raise ForumError("a result post must cite scored trials (submit them first); "
+                                 f"not scored: {missing or 'no trial cited'}")
+        if parent_id is not None and self.store.one("SELECT id FROM posts WHERE id=?",
+                                                    (parent_id,)) is None:
+            raise ForumError(f"no post {parent_id} to reply to")
+        flags = self._check_claims(body, scored)
+        cur = self.store.execute(
+            "INSERT INTO posts (request_id, author, title, body, kind, tags, cites, parent_id,"
+            " created, flags) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (request_id, author, title.strip(), body, kind, dumps(tags), dumps(cites),
+             parent_id, time.time(), dumps(flags)))
+        return {"post_id": cur.lastrowid, "flags": flags}
+
+    @staticmethod
+    def _check_claims(body: str, scored: dict[str, dict[str, Any]]) -> list[str]:
+        """Flag PGR figures in the text that no cited trial's scorer number supports."""
+        truth = [s["public_pgr"] for s in scored.values() if s.get("public_pgr") is not None]
+        flags = []
+        for m in CLAIM.finditer(body):
+            claimed = float(m.group(1))
+            if not any(abs(claimed - t) <= 0.015 for t in truth):
+                flags.append(f"claims PGR {claimed} but the scorer's numbers for the cited "
+                             f"trials are {truth or 'none'}")
+        return flags
+
+    def reply(self, author: str, parent_id: int, body: str,
+              request_id: str | None = None) -> dict[str, Any]:
+        return self.post(author, "re", body, "insight", parent_id=parent_id,
+                         request_id=request_id)
+
+    def read(self, query: str = "", tag: str = "", sort: str = "newest", limit: int = 10,
+             author: str = "") -> list[dict[str, Any]]:
+        if sort not in ("newest", "top"):
+            raise ForumError("sort must be 'newest' or 'top'")
+        limit = max(1, min(int(limit), 50))
+        sql, args = "SELECT * FROM posts WHERE parent_id IS NULL", []
+        if query:
+            sql += " AND (title LIKE ? OR body LIKE ?)"
+            args += [f"%{query}%"] * 2
+        if tag:
+            sql += " AND tags LIKE ?"
+            args.append(f'%"{tag}"%')
+        if author:
+            sql += " AND author = ?"
+            args.append(author)
+        posts = [self._view(r) for r in self.store.rows(sql + " ORDER BY id DESC", tuple(args))]
+        if sort == "top":
+            posts.sort(key=lambda p: max([c.get("public_pgr") or -9 for c in p["cited"]] or [-9]),
+                       reverse=True)
+        return posts[:limit]
+
+    def _view(self, row: dict[str, Any]) -> dict[str, Any]:
+        cites = json.loads(row["cites"])
+        scored = self.scores(cites) if cites else {}
+        replies = self.store.rows("SELECT id, author, body, created FROM posts WHERE "
+                                  "parent_id=? ORDER BY id", (row["id"],))
+        return {"post_id": row["id"], "author": row["author"], "title": row["title"],
+                "body": row["body"], "kind": row["kind"], "tags": json.loads(row["tags"]),
+                "created": row["created"], "flags": json.loads(row["flags"]),
+                "cited": [{"trial_id": c, **scored.get(c, {"public_pgr": None})} for c in cites],
+                "replies": replies}
+
+    def all_posts(self) -> list[dict[str, Any]]:
+        return self.store.rows("SELECT * FROM posts ORDER BY id")
+
+    def count(self) -> int:
+        return self.store.one("SELECT COUNT(*) AS n FROM posts")["n"]

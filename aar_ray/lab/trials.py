@@ -1,0 +1,257 @@
+"""The trial queue: agents' requests run on Ray with fair share between agents, and the
+predictions go straight from the worker to the scorer with the trial's provenance.
+
+State lives in SQLite (`trials.sqlite`): a restarted queue or a resumed campaign re-runs only
+trials that had not finished. A failing trial becomes an error row for its agent; it never
+stops the queue.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json
+import time
+import traceback
+import uuid
+from collections import defaultdict, deque
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from aar_ray.config import CampaignConfig, ConfigError
+from aar_ray.lab.store import Store, dumps
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS trials (
+  trial_id TEXT PRIMARY KEY, seq INTEGER, agent TEXT, kind TEXT, method TEXT, params TEXT,
+  seeds TEXT, status TEXT, error TEXT, created REAL, started REAL, finished REAL,
+  provenance TEXT);
+"""
+ACTIVE = ("queued", "running")
+
+
+class TrialError(ValueError):
+    """A trial request the queue refuses; the message says what is allowed."""
+
+
+def method_code_hash(method: str) -> str:
+    from aar_ray.w2s.methods import METHODS
+
+    src = inspect.getsource(inspect.getmodule(METHODS.get(method)))
+    return hashlib.sha256(src.encode()).hexdigest()[:16]
+
+
+def provenance(cfg: CampaignConfig, method: str) -> dict[str, Any]:
+    """Everything needed to rerun a trial exactly (issue: reproducibility)."""
+    versions = {}
+    for pkg in ("aar-ray", "torch", "numpy", "ray", "transformers", "scikit-learn"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"code_hash": method_code_hash(method), "task": cfg.setting.task,
+            "weak": cfg.setting.weak, "strong": cfg.setting.strong,
+            "student": cfg.student.__dict__, "versions": versions}
+
+
+@ray.remote
+def execute_trial(method: str, params: dict, cfg: CampaignConfig, *inputs) -> dict[int, Any]:
+    """One trial on a worker: every requested seed, from inputs that carry no labels."""
+    from aar_ray.w2s.trial import run_method
+
+    return {inp.seed: run_method(method, params, inp, cfg.student, cfg.finetune)
+            for inp in inputs}
+
+
+class TrialQueue:
+    def __init__(self, campaign_dir: str, cfg: CampaignConfig, inputs: dict[int, Any],
+                 scorer: Any) -> None:
+        self.cfg = cfg
+        self.inputs = inputs  # seed -> ObjectRef of StudentInputs, owned by the campaign
+        self.scorer = scorer
+        self.store = Store(Path(campaign_dir) / "trials.sqlite", SCHEMA)
+        self.pending: dict[str, deque[str]] = defaultdict(deque)
+        self.running: dict[str, ray.ObjectRef] = {}
+        self.done_event: dict[str, asyncio.Event] = {}
+        for r in self.store.rows("SELECT trial_id, agent FROM trials WHERE status IN "
+                                 "('queued','running') ORDER BY seq"):
+            self.pending[r["agent"]].append(r["trial_id"])  # unfinished work from before
+        self.store.execute("UPDATE trials SET status='queued' WHERE status='running'")
+        self._loop: asyncio.Task | None = None
+
+    def _slots(self) -> int:
+        res = self.cfg.resources
+        if res.max_concurrent_trials:
+            return res.max_concurrent_trials
+        cpus = ray.cluster_resources().get("CPU", 1)
+        return max(1, int(cpus // res.cpus_per_trial))
+
+    def _ensure_loop(self) -> None:
+        if self._loop is None or self._loop.done():
+            self._loop = asyncio.get_running_loop().create_task(self._dispatch())
+
+    # ---- requests ----------------------------------------------------------------------------
+
+    async def enqueue(self, agent: str, method: str, params: dict | None = None,
+                      seeds: list[int] | None = None, kind: str = "agent") -> dict[str, Any]:
+        from aar_ray.w2s.methods import make_method
+
+        self._ensure_loop()
+        params = dict(params or {})
+        try:
+            make_method(method, params)
+        except ConfigError as e:
+            raise TrialError(str(e)) from None
+        seeds = list(self.cfg.seeds) if not seeds else list(seeds)
+        bad = [s for s in seeds if s not in self.cfg.seeds]
+        if bad or len(set(seeds)) != len(seeds):
+            raise TrialError(f"seeds must be distinct values from {self.cfg.seeds}; got {seeds}")
+        limit = self.cfg.budget.trials_per_agent
+        if kind == "agent" and limit:
+            used = self.store.one("SELECT COUNT(*) AS n FROM trials WHERE agent=? AND "
+                                  "kind='agent'", (agent,))["n"]
+            if used >= limit:
+                raise TrialError(f"trial budget used up ({limit} trials per agent)")
+        trial_id = f"t{uuid.uuid4().hex[:10]}"
+        seq = self.store.one("SELECT COALESCE(MAX(seq), 0) + 1 AS s FROM trials")["s"]
+        self.store.execute(
+            "INSERT INTO trials (trial_id, seq, agent, kind, method, params, seeds, status,"
+            " created, provenance) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (trial_id, seq, agent, kind, method, dumps(params), dumps(seeds), "queued",
+             time.time(), dumps(provenance(self.cfg, method))))
+        self.pending[agent].append(trial_id)
+        return {"trial_id": trial_id, "status": "queued", "seeds": seeds}
+
+    async def status(self, trial_id: str, agent: str | None = None,
+                     wait_s: float = 0.0) -> dict[str, Any]:
+        """A trial's state; `wait_s` blocks up to that long for it to finish."""
+        self._ensure_loop()
+        row = self.store.one("SELECT * FROM trials WHERE trial_id=?", (str(trial_id),))
+        if row is None or (agent is not None and row["agent"] != agent):
+            raise TrialError(f"no trial {trial_id!r} of yours")
+        if row["status"] in ACTIVE and wait_s > 0:
+            event = self.done_event.setdefault(trial_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), timeout=min(wait_s, 600))
+            except TimeoutError:
+                pass
+            row = self.store.one("SELECT * FROM trials WHERE trial_id=?", (trial_id,))
+        return self._view(row)
+
+    @staticmethod
+    def _view(row: dict[str, Any]) -> dict[str, Any]:
+        return {"trial_id": row["trial_id"], "agent": row["agent"], "method": row["method"],
+                "params": json.loads(row["params"]), "seeds": json.loads(row["seeds"]),
+                "status": row["status"], "error": row["error"],
+                "seconds": (row["finished"] - row["started"])
+                if row["finished"] and row["started"] else None}
+
+    async def list(self, agent: str | None = None, kind: str | None = None) -> list[dict]:
+        sql, args = "SELECT * FROM trials WHERE 1=1", []
+        if agent:
+            sql, args = sql + " AND agent=?", args + [agent]
+        if kind:
+            sql, args = sql + " AND kind=?", args + [kind]
+        return [self._view(r) for r in self.store.rows(sql + " ORDER BY seq", tuple(args))]
+
+    async def counts(self) -> dict[str, int]:
+        rows = self.store.rows("SELECT status, COUNT(*) AS n FROM trials GROUP BY status")
+        out = {"queued": 0, "running": 0, "done": 0, "error": 0}
+        out.update({r["status"]: r["n"] for r in rows})
+        return out
+
+    async def drain(self, timeout_s: float = 3600) -> dict[str, int]:
+        """Wait until no trial is queued or running."""
+        self._ensure_loop()
+        end = time.time() + timeout_s
+        while time.time() < end:
+            c = await self.counts()
+            if c["queued"] == 0 and c["running"] == 0:
+                return c
+            await asyncio.sleep(0.2)
+        return await self.counts()
+
+    # ---- execution ---------------------------------------------------------------------------
+
+    def _next(self) -> str | None:
+        """Fair share: the agent with the fewest running trials, oldest request first."""
+        running_by = defaultdict(int)
+        for tid in self.running:
+            running_by[self._agent_of(tid)] += 1
+        waiting = [(running_by[a], q[0]) for a, q in self.pending.items() if q]
+        if not waiting:
+            return None
+        seq = {tid: self.store.one("SELECT seq FROM trials WHERE trial_id=?", (tid,))["seq"]
+               for _, tid in waiting}
+        _, tid = min(waiting, key=lambda w: (w[0], seq[w[1]]))
+        self.pending[self._agent_of(tid)].popleft()
+        return tid
+
+    def _agent_of(self, trial_id: str) -> str:
+        return self.store.one("SELECT agent FROM trials WHERE trial_id=?", (trial_id,))["agent"]
+
+    def _launch(self, trial_id: str) -> None:
+        row = self.store.one("SELECT * FROM trials WHERE trial_id=?", (trial_id,))
+        res = self.cfg.resources
+        # a finetune trial's CPUs are held by its Ray Train workers, not by this task
+        cpus = 0 if self.cfg.student.mode == "finetune" else res.cpus_per_trial
+        refs = [self.inputs[s] for s in json.loads(row["seeds"])]
+        self.running[trial_id] = execute_trial.options(
+            num_cpus=cpus, num_gpus=res.gpus_per_trial, max_retries=0,
+            name=f"trial-{trial_id}-{row['method']}",
+        ).remote(row["method"], json.loads(row["params"]), self.cfg, *refs)
+        self.store.execute("UPDATE trials SET status='running', started=? WHERE trial_id=?",
+                           (time.time(), trial_id))
+
+    async def _dispatch(self) -> None:
+        while True:
+            while len(self.running) < self._slots():
+                tid = self._next()
+                if tid is None:
+                    break
+                self._launch(tid)
+            if not self.running:
+                await asyncio.sleep(0.05)
+                continue
+            ids = list(self.running)
+            done, _ = await asyncio.wait([asyncio.ensure_future(self._await(t)) for t in ids],
+                                         timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            for fut in done:
+                await fut
+
+    async def _await(self, trial_id: str) -> None:
+        ref = self.running.get(trial_id)
+        if ref is None:
+            return
+        try:
+            preds = await ref
+            row = self.store.one("SELECT * FROM trials WHERE trial_id=?", (trial_id,))
+            await self.scorer.record.remote(
+                trial_id, row["agent"], row["method"], json.loads(row["params"]),
+                json.loads(row["seeds"]), json.loads(row["provenance"]), preds)
+            status, error = "done", None
+        except Exception as e:  # any failure is the asking agent's error result
+            status, error = "error", _short_error(e)
+        if self.running.pop(trial_id, None) is None:
+            return  # another waiter already handled it
+        self.store.execute("UPDATE trials SET status=?, error=?, finished=? WHERE trial_id=?",
+                           (status, error, time.time(), trial_id))
+        self.done_event.setdefault(trial_id, asyncio.Event()).set()
+
+
+def _short_error(e: BaseException) -> str:
+    """The root cause's type and message, without Ray's wrapping and traceback noise."""
+    cause = getattr(e, "cause", None) or e
+    text = f"{type(cause).__name__}: {cause}".strip()
+    if len(text) > 600:
+        text = text[:600] + "…"
+    if isinstance(cause, MemoryError) or "OutOfMemory" in type(e).__name__:
+        return "out of memory: " + text
+    return text or traceback.format_exc(limit=1)
+
+
+TrialQueueActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1,
+                             max_concurrency=1000)(TrialQueue)

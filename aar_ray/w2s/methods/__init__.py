@@ -1,0 +1,141 @@
+"""Methods: how the strong student learns from weak labels. One file per method, registered by
+name; each declares typed parameters with ranges, from which validation, the JSON schema agents
+see (`describe_method`) and the CLI help all come.
+
+A method gets the weak soft labels on the unlabelled split and a factory of fresh students —
+never ground truth — and returns the student's class probabilities on the test split.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import pkgutil
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from aar_ray.config import ConfigError
+from aar_ray.registry import Registry
+from aar_ray.w2s.student import StudentFactory
+
+
+@dataclass
+class MethodContext:
+    weak: np.ndarray  # (n_train, C) the teacher's soft labels on the unlabelled split
+    students: StudentFactory
+    rng: np.random.Generator
+
+
+@dataclass
+class NoParams:
+    pass
+
+
+def param(default: Any, *, lo: float | None = None, hi: float | None = None,
+          choices: list[Any] | None = None, help: str = "") -> Any:
+    """A method parameter with its allowed range: the single source for checks and schemas."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices, "help": help})
+
+
+class Method(ABC):
+    """Subclass, set `name`, `tags` and a `Params` dataclass, and implement `run`."""
+
+    name: ClassVar[str]
+    tags: ClassVar[tuple[str, ...]] = ()
+    Params: ClassVar[type] = NoParams
+
+    def __init__(self, params: Any) -> None:
+        self.p = params
+
+    @abstractmethod
+    def run(self, ctx: MethodContext) -> np.ndarray:
+        """Train student(s) from `ctx.weak` and return test-split probabilities (n_test, C)."""
+
+    @classmethod
+    def summary(cls) -> str:
+        return inspect.getdoc(cls) or ""
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register(cls: type[Method]) -> type[Method]:
+    return METHODS.register(cls.name)(cls)
+
+
+_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
+
+
+def params_schema(method: type[Method]) -> dict[str, Any]:
+    """JSON schema of a method's parameters (what agents and Claude see)."""
+    props: dict[str, Any] = {}
+    for f in dataclasses.fields(method.Params):
+        m = f.metadata
+        prop: dict[str, Any] = {"type": _TYPES[_field_type(method, f)], "default": f.default}
+        if m.get("lo") is not None:
+            prop["minimum"] = m["lo"]
+        if m.get("hi") is not None:
+            prop["maximum"] = m["hi"]
+        if m.get("choices"):
+            prop["enum"] = m["choices"]
+        if m.get("help"):
+            prop["description"] = m["help"]
+        props[f.name] = prop
+    return {"type": "object", "properties": props, "additionalProperties": False}
+
+
+def _field_type(method: type[Method], f: dataclasses.Field) -> type:
+    import typing
+
+    return typing.get_type_hints(method.Params)[f.name]
+
+
+def build_params(method: type[Method], raw: dict[str, Any] | None) -> Any:
+    """Validated Params for `method` from plain data; a ConfigError names the bad parameter and
+    what is allowed."""
+    raw = dict(raw or {})
+    fields = {f.name: f for f in dataclasses.fields(method.Params)}
+    where = f"method {method.name}"
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown parameter(s) {unknown}; allowed: {sorted(fields)}")
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        v, tp, m = raw[name], _field_type(method, f), f.metadata
+        if tp is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, tp) or (isinstance(v, bool) and tp is not bool):
+            raise ConfigError(f"{where}.{name}: expected {tp.__name__}, got {v!r}")
+        if tp in (int, float) and not np.isfinite(v):
+            raise ConfigError(f"{where}.{name}: must be finite, got {v!r}")
+        lo, hi = m.get("lo"), m.get("hi")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise ConfigError(f"{where}.{name}: {v!r} is out of range [{lo}, {hi}]")
+        if m.get("choices") and v not in m["choices"]:
+            raise ConfigError(f"{where}.{name}: {v!r} is not one of {m['choices']}")
+        values[name] = v
+    return method.Params(**values)
+
+
+def make_method(name: str, params: dict[str, Any] | None = None) -> Method:
+    cls = METHODS.get(name)
+    return cls(build_params(cls, params))
+
+
+def describe(name: str) -> dict[str, Any]:
+    cls = METHODS.get(name)
+    return {"name": cls.name, "summary": cls.summary(), "tags": list(cls.tags),
+            "params": params_schema(cls)}
+
+
+def _load_builtins() -> None:
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
+
+
+_load_builtins()

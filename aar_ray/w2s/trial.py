@@ -1,0 +1,217 @@
+"""One W2S trial as pure functions: teacher → weak labels → student by a method → PGR.
+
+The trusted side (`teacher`, `ceiling`, `score_seed`) sees labels; `run_method` — what agents'
+trials execute — gets only `StudentInputs`: features or texts and the teacher's soft labels.
+Teacher and ceiling artefacts are cached by content hash, so they are computed once per
+(task, pair, seed) and not per trial.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aar_ray.config import FinetuneConfig, SettingConfig, StudentConfig
+from aar_ray.w2s import features, pgr
+from aar_ray.w2s.methods import MethodContext, make_method
+from aar_ray.w2s.student import HeadStudents, one_hot
+from aar_ray.w2s.tasks import TASKS, Splits, TaskData, load_task, make_splits
+
+TEACHER_VERSION = 1  # bump when the teacher's training changes: invalidates cached weak labels
+
+
+@dataclass(frozen=True)
+class StudentInputs:
+    """Everything a trial worker may see for one seed: no ground truth."""
+
+    seed: int
+    n_classes: int
+    weak: np.ndarray  # (n_train, C) teacher's soft labels on the unlabelled split
+    x_train: np.ndarray | None = None  # head mode: frozen strong features
+    x_test: np.ndarray | None = None
+    texts_train: list[str] | None = None  # finetune mode: raw texts
+    texts_test: list[str] | None = None
+
+
+@dataclass
+class Setting:
+    """A loaded setting, trusted side: data with labels."""
+
+    cfg: SettingConfig
+    data: TaskData
+    test_size: int
+    cache_dir: Path
+
+    @classmethod
+    def load(cls, cfg: SettingConfig, cache_dir: Path | None = None) -> Setting:
+        spec = TASKS.get(cfg.task)
+        data = load_task(cfg.task, cfg.max_examples)
+        test_size = cfg.test_size or min(spec.default_test_size, len(data.texts) // 4)
+        return cls(cfg, data, test_size, Path(cache_dir or features.default_cache_dir()))
+
+    def splits(self, seed: int) -> Splits:
+        return make_splits(len(self.data.texts), self.test_size, seed)
+
+    def texts(self, idx: np.ndarray) -> list[str]:
+        return [self.data.texts[i] for i in idx]
+
+    def key(self, *parts: Any) -> str:
+        blob = json.dumps([self.data.fingerprint(), self.test_size, *parts], sort_keys=True,
+                          default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.data.classes)
+
+
+def _cached(path: Path, compute) -> dict[str, np.ndarray]:
+    if path.exists():
+        with np.load(path) as z:
+            return dict(z)
+    arrays = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{uuid.uuid4().hex}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return arrays
+
+
+def teacher(s: Setting, seed: int) -> dict[str, np.ndarray]:
+    """The weak teacher trained on the labelled split: soft labels on the unlabelled split
+    ('train') and on the test split ('test'). Cached by content."""
+    path = s.cache_dir / "weak" / f"{s.key('teacher', TEACHER_VERSION, s.cfg.weak, seed)}.npz"
+
+    def compute() -> dict[str, np.ndarray]:
+        from sklearn.linear_model import LogisticRegression
+
+        sp = s.splits(seed)
+        x = {k: features.embed(s.cfg.weak, s.texts(getattr(sp, k)), s.cache_dir)
+             for k in ("labelled", "unlabelled", "test")}
+        clf = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
+        clf.fit(x["labelled"], s.data.labels[sp.labelled])
+        return {"train": clf.predict_proba(x["unlabelled"]).astype(np.float32),
+                "test": clf.predict_proba(x["test"]).astype(np.float32)}
+
+    return _cached(path, compute)
+
+
+def student_inputs(s: Setting, seed: int, mode: str = "head",
+                   weak: np.ndarray | None = None) -> StudentInputs:
+    """What the student side gets for `seed`; `weak` overrides the teacher's labels (the
+    teacher-use control passes shuffled ones)."""
+    sp = s.splits(seed)
+    weak = teacher(s, seed)["train"] if weak is None else weak
+    tr, te = s.texts(sp.unlabelled), s.texts(sp.test)
+    if mode == "finetune":
+        return StudentInputs(seed, s.n_classes, weak, texts_train=tr, texts_test=te)
+    return StudentInputs(seed, s.n_classes, weak,
+                         x_train=features.embed(s.cfg.strong, tr, s.cache_dir),
+                         x_test=features.embed(s.cfg.strong, te, s.cache_dir))
+
+
+def students_for(inputs: StudentInputs, student: StudentConfig,
+                 finetune: FinetuneConfig | None = None):
+    if student.mode == "finetune":
+        from aar_ray.w2s.finetune import FinetuneStudents
+
+        return FinetuneStudents(inputs, finetune or FinetuneConfig(), student)
+    if inputs.x_train is None:
+        raise ValueError("head mode needs features in StudentInputs")
+    return HeadStudents(inputs.x_train, inputs.x_test, inputs.n_classes, student, inputs.seed)
+
+
+def run_method(method: str, params: dict[str, Any] | None, inputs: StudentInputs,
+               student: StudentConfig, finetune: FinetuneConfig | None = None) -> np.ndarray:
+    """The untrusted half of a trial: a method trains students from weak labels only and
+    returns test-split probabilities. Validates everything before any training starts."""
+    m = make_method(method, params)
+    ctx = MethodContext(inputs.weak, students_for(inputs, student, finetune),
+                        np.random.default_rng(inputs.seed))
+    probs = np.asarray(m.run(ctx), dtype=np.float32)
+    n_test = len(inputs.x_test if inputs.x_test is not None else inputs.texts_test)
+    if probs.shape != (n_test, inputs.n_classes) or not np.isfinite(probs).all():
+        raise ValueError(f"method {method} returned predictions of shape {probs.shape}; "
+                         f"expected finite ({n_test}, {inputs.n_classes})")
+    return probs
+
+
+def ceiling(s: Setting, seed: int, student: StudentConfig,
+            finetune: FinetuneConfig | None = None) -> np.ndarray:
+    """The student trained on the unlabelled split's true labels: test probabilities, cached."""
+    key = s.key("ceiling", s.cfg.strong, seed, asdict(student),
+                asdict(finetune) if student.mode == "finetune" and finetune else None)
+    path = s.cache_dir / "ceiling" / f"{key}.npz"
+
+    def compute() -> dict[str, np.ndarray]:
+        sp = s.splits(seed)
+        truth = one_hot(s.data.labels[sp.unlabelled], s.n_classes)
+        inputs = student_inputs(s, seed, student.mode, weak=truth)
+        return {"test": run_method("vanilla", None, inputs, student, finetune)}
+
+    return _cached(path, compute)["test"]
+
+
+@dataclass
+class SeedScore:
+    seed: int
+    weak_acc: float
+    ceiling_acc: float
+    transfer_acc: float
+    pgr: float | None
+
+
+def score_seed(s: Setting, seed: int, probs: np.ndarray, student: StudentConfig,
+               finetune: FinetuneConfig | None = None,
+               items: np.ndarray | None = None) -> SeedScore:
+    """Trusted scoring of one seed's test predictions (optionally on a subset of test items)."""
+    labels = s.data.labels[s.splits(seed).test]
+    sel = slice(None) if items is None else items
+    weak = pgr.accuracy(teacher(s, seed)["test"][sel], labels[sel])
+    ceil = pgr.accuracy(ceiling(s, seed, student, finetune)[sel], labels[sel])
+    transfer = pgr.accuracy(probs[sel], labels[sel])
+    return SeedScore(seed, weak, ceil, transfer, pgr.pgr(transfer, weak, ceil))
+
+
+@dataclass
+class TrialConfig:
+    setting: SettingConfig
+    method: str = "vanilla"
+    params: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    student: StudentConfig = field(default_factory=StudentConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+
+@dataclass
+class TrialResult:
+    config: TrialConfig
+    seeds: list[SeedScore]
+    predictions: dict[int, np.ndarray]
+
+    def summary(self) -> dict[str, Any]:
+        def ms(key: str) -> dict[str, float | None]:
+            mean, se = pgr.mean_se([getattr(r, key) for r in self.seeds])
+            return {"mean": mean, "se": se}
+
+        return {"setting": self.config.setting.label, "method": self.config.method,
+                "params": self.config.params, "per_seed": [asdict(r) for r in self.seeds],
+                **{k: ms(k) for k in ("weak_acc", "ceiling_acc", "transfer_acc", "pgr")}}
+
+
+def run_trial(cfg: TrialConfig, cache_dir: Path | None = None) -> TrialResult:
+    """A whole trial in one trusted process (the CLI's `aar trial`): every seed end to end."""
+    make_method(cfg.method, cfg.params)  # fail on bad input before loading anything
+    s = Setting.load(cfg.setting, cache_dir)
+    scores, preds = [], {}
+    for seed in cfg.seeds:
+        inputs = student_inputs(s, seed, cfg.student.mode)
+        preds[seed] = run_method(cfg.method, cfg.params, inputs, cfg.student, cfg.finetune)
+        scores.append(score_seed(s, seed, preds[seed], cfg.student, cfg.finetune))
+    return TrialResult(cfg, scores, preds)
