@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(fn=cmd_run)
 
+    rt = sub.add_parser("redteam", help="run adversarial agents against a small campaign")
+    rt.add_argument("--config", default="jobs/configs/redteam.yaml")
+    rt.add_argument("--root", help="where the red-team campaign directory is created")
+    rt.set_defaults(fn=cmd_redteam)
+
     m = sub.add_parser("methods", help="list the registered methods and their parameters")
     m.set_defaults(fn=cmd_methods)
     return p
@@ -138,6 +143,19 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"in {summary['seconds']:.0f} s")
     print(f"campaign directory: {summary['campaign_dir']}")
     return 0
+
+
+def cmd_redteam(args: argparse.Namespace) -> int:
+    from aar_ray.config import load_campaign
+    from aar_ray.lab.redteam import format_table, redteam
+
+    cfg = load_campaign(args.config)
+    if args.root:
+        cfg.root = args.root
+    rows = redteam(cfg)
+    print(format_table(rows))
+    bad = [r for r in rows if r["outcome"] in ("NOT STOPPED", "LEAKED")]
+    return 1 if bad else 0
 
 
 def cmd_methods(args: argparse.Namespace) -> int:

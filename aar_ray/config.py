@@ -168,12 +168,16 @@ class ResourcesConfig:
     gpus_per_trial: float = 0.0
     max_concurrent_trials: int = 0  # 0 = as many as the cluster's CPUs allow
     agents_per_actor: int = 1  # >1 packs several agents into one actor process (large fleets)
+    sandbox_cpu_seconds: int = 300  # limits for agents' own methods, run in the sandbox
+    sandbox_memory_mb: int = 8192
 
     def validate(self, where: str) -> None:
         check(self.cpus_per_trial > 0, f"{where}.cpus_per_trial", "must be > 0")
         check(self.gpus_per_trial >= 0, f"{where}.gpus_per_trial", "must be >= 0")
         check(self.max_concurrent_trials >= 0, f"{where}.max_concurrent_trials", "must be >= 0")
         check(self.agents_per_actor >= 1, f"{where}.agents_per_actor", "must be >= 1")
+        check(self.sandbox_cpu_seconds >= 1, f"{where}.sandbox_cpu_seconds", "must be >= 1")
+        check(self.sandbox_memory_mb >= 256, f"{where}.sandbox_memory_mb", "must be >= 256")
 
 
 @dataclass
@@ -184,13 +188,19 @@ class ScoringConfig:
     feedback_decimals: int = 2  # PGR is reported rounded to this many decimals
     submissions_per_agent: int = 20
     ladder_margin: float = 0.02  # a new public score is shown only if it beats the best by this
-    teacher_use_threshold: float = 0.5  # flag when shuffled-label PGR keeps this share of PGR
+    # teacher-use control: flag when PGR drops by less than this share of |PGR| once the
+    # teacher's labels are shuffled; run for the top `control_top_k` leaderboard entries
+    teacher_use_threshold: float = 0.5
+    control_top_k: int = 5
 
     def validate(self, where: str) -> None:
         check(0.0 < self.public_fraction < 1.0, f"{where}.public_fraction", "must be in (0, 1)")
         check(0 <= self.feedback_decimals <= 4, f"{where}.feedback_decimals", "must be in [0, 4]")
         check(self.submissions_per_agent >= 1, f"{where}.submissions_per_agent", "must be >= 1")
         check(self.ladder_margin >= 0, f"{where}.ladder_margin", "must be >= 0")
+        check(0 < self.teacher_use_threshold <= 1, f"{where}.teacher_use_threshold",
+              "must be in (0, 1]")
+        check(self.control_top_k >= 0, f"{where}.control_top_k", "must be >= 0")
 
 
 @dataclass

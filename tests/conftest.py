@@ -31,3 +31,59 @@ def small_setting() -> SettingConfig:
 @pytest.fixture(scope="session")
 def fast_student() -> StudentConfig:
     return StudentConfig(hidden=64, epochs=20, batch_size=64)
+
+
+# ---- a real Ray cluster (moved here from test_cluster_job.py; used by test_observability) ----
+
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+RAY_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """`ray start --head --block` on 127.0.0.1 with free ports and its own temp dir, in its own
+    process group, killed as a group at the end (`ray stop` would kill every cluster on the
+    machine). One head per test module. Yields the dashboard address, the env for `ray`
+    commands, the GCS address for `ray.init`/RAY_ADDRESS and the metrics export port."""
+    ports = {k: free_port() for k in ("gcs", "dashboard", "metrics", "client")}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled",
+           "PATH": f"{RAY_BIN}:{os.environ['PATH']}"}
+    # short and unique: Ray's socket paths have a length limit
+    temp = Path("/tmp") / f"aar-ray-{os.getpid()}-{ports['gcs']}"
+    head = subprocess.Popen(
+        [str(RAY_BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+         f"--port={ports['gcs']}", f"--dashboard-port={ports['dashboard']}",
+         "--dashboard-host=127.0.0.1", f"--metrics-export-port={ports['metrics']}",
+         f"--ray-client-server-port={ports['client']}", "--num-cpus=2",
+         f"--temp-dir={temp}", "--disable-usage-stats"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{ports['dashboard']}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        ok = subprocess.run([str(RAY_BIN / "ray"), "job", "list", "--address", address],
+                            env=env, capture_output=True).returncode == 0
+        if ok:
+            break
+        time.sleep(1)
+    else:
+        os.killpg(head.pid, signal.SIGKILL)
+        pytest.fail("ray head did not come up: " + head.stdout.read().decode()[-2000:])
+    yield {"address": address, "env": env, "gcs": f"127.0.0.1:{ports['gcs']}",
+           "metrics": ports["metrics"]}
+    os.killpg(head.pid, signal.SIGTERM)  # --block: Ray stops the processes it started
+    try:
+        head.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)

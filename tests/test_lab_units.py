@@ -37,10 +37,17 @@ def test_scorer_feedback_is_coarse_and_laddered(scorer):
     fb = scorer.submit("t1", "a")
     assert set(fb) == {"trial_id", "public_pgr", "your_best", "message"}
     assert fb["public_pgr"] == round(fb["public_pgr"], 2)  # rounded, no counts or per-class
-    _record(scorer, "t2", "a")  # the same method again: cannot beat the best by the margin
+    _record(scorer, "t2", "a")  # the same predictions again: a probe, flagged, not rescored
     again = scorer.submit("t2", "a")
-    assert again["public_pgr"] is None and "margin" in again["message"]
+    assert again["public_pgr"] is None and "near-duplicate of your submission t1" in \
+        again["message"]
     assert scorer.submit("t2", "a") == again  # resubmitting reveals nothing and costs nothing
+    assert any(e["kind"] == "near_duplicate" for e in scorer.events())
+    # the Ladder: a score is revealed only when it beats the best shown by the margin (0.05)
+    assert scorer._ladder(0.43, 0.40) == (None, "not better than your best (0.4) by the "
+                                                "margin 0.05")
+    assert scorer._ladder(0.456, 0.40)[0] == 0.46
+    assert scorer._ladder(None, 0.40)[0] is None
     public = scorer.leaderboard("public")
     assert [e["trial_id"] for e in public] == ["t1"]  # withheld scores are not on the board
     private = scorer.leaderboard("private")

@@ -3,6 +3,7 @@ the pytest process itself is never hooked."""
 from __future__ import annotations
 
 import os
+import pickle
 import textwrap
 
 import pytest
@@ -156,6 +157,7 @@ class Config:
     steps: int = 30
 
 def main(n, d):
+    torch.manual_seed(0)  # formats a stack trace internally: linecache reads trusted files
     cfg = Config()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, d)).astype(np.float32)
@@ -180,6 +182,21 @@ def test_legitimate_numpy_torch_method_runs():
     probs = run_sandboxed(RUN_AGENT, LEGIT, 64, 8, limits=limits, timeout_s=300)
     assert probs.shape == (64, 2)
     assert abs(float(probs.sum()) - 64) < 1e-3
+
+
+def test_hostile_result_cannot_run_code_in_parent(tmp_path):
+    marker = tmp_path / "pwned"
+    src = f"""
+    import os
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ('touch {marker}',))
+    def main():
+        return Evil()
+    """
+    with pytest.raises(pickle.UnpicklingError, match="system"):
+        run_sandboxed(RUN_AGENT, src, limits=FAST, timeout_s=60)
+    assert not marker.exists()
 
 
 def test_parent_stays_unhooked():

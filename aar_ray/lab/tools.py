@@ -18,6 +18,7 @@ import jsonschema
 
 from aar_ray.brains.base import ToolResult
 from aar_ray.config import CampaignConfig, ConfigError
+from aar_ray.lab import custom_methods
 
 log = logging.getLogger(__name__)
 MAX_NOTEBOOK = 100_000
@@ -115,8 +116,16 @@ class LabToolbox:
     def list_methods(self) -> Any:
         from aar_ray.w2s.methods import METHODS, describe
 
-        return [{"name": n, "summary": describe(n)["summary"].split("\n\n")[0].replace("\n", " ")}
-                for n in METHODS.names()]
+        builtin = [{"name": n, "summary": describe(n)["summary"].split("\n\n")[0]
+                    .replace("\n", " ")} for n in METHODS.names()]
+        own = sorted((self.workspace / "methods").glob("*.py"))
+        return builtin + [{"name": custom_methods.method_id(self.agent_id, p.stem),
+                           "summary": "your own method"} for p in own]
+
+    def write_method(self, name: str, code: str) -> Any:
+        out = custom_methods.save(self.workspace.parent.parent, self.agent_id, name, code)
+        return {**out, "note": f"run it with run_trial(method={out['method']!r}); it runs in "
+                               "a sandbox: no files, processes, sockets or ctypes"}
 
     def describe_method(self, name: str) -> Any:
         from aar_ray.w2s.methods import describe
@@ -185,6 +194,14 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
          LabToolbox.reply),
     Tool("list_methods", "List the training methods you can run.", _obj({}),
          LabToolbox.list_methods),
+    Tool("write_method", "Write your own method as Python source: one class subclassing "
+         "aar_ray.w2s.methods.Method with a Params dataclass and run(ctx) returning test "
+         "probabilities (see describe_method on a built-in for the interface). It runs in a "
+         "sandbox that blocks files, processes, sockets and ctypes.",
+         _obj({"name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{1,39}$"},
+               "code": {"type": "string", "minLength": 1,
+                        "maxLength": custom_methods.MAX_SOURCE}}, ("name", "code")),
+         LabToolbox.write_method),
     Tool("describe_method", "A method's description and its parameters with allowed ranges.",
          _obj({"name": {"type": "string", "maxLength": 64}}, ("name",)),
          LabToolbox.describe_method),

@@ -22,13 +22,14 @@ from typing import Any
 import ray
 
 from aar_ray.config import CampaignConfig, ConfigError
+from aar_ray.lab import custom_methods
 from aar_ray.lab.store import Store, dumps
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (
   trial_id TEXT PRIMARY KEY, seq INTEGER, agent TEXT, kind TEXT, method TEXT, params TEXT,
   seeds TEXT, status TEXT, error TEXT, created REAL, started REAL, finished REAL,
-  provenance TEXT);
+  provenance TEXT, parent TEXT);
 """
 ACTIVE = ("queued", "running")
 
@@ -44,37 +45,56 @@ def method_code_hash(method: str) -> str:
     return hashlib.sha256(src.encode()).hexdigest()[:16]
 
 
-def provenance(cfg: CampaignConfig, method: str) -> dict[str, Any]:
-    """Everything needed to rerun a trial exactly (issue: reproducibility)."""
+def provenance(cfg: CampaignConfig, method: str, source_path: Path | None = None
+               ) -> dict[str, Any]:
+    """Everything needed to rerun a trial exactly: code hash, setting, student, versions."""
     versions = {}
     for pkg in ("aar-ray", "torch", "numpy", "ray", "transformers", "scikit-learn"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    return {"code_hash": method_code_hash(method), "task": cfg.setting.task,
+    if source_path is not None:
+        code = {"code_hash": custom_methods.code_hash(source_path.read_text()),
+                "method_source_path": str(source_path)}
+    else:
+        code = {"code_hash": method_code_hash(method)}
+    return {**code, "task": cfg.setting.task,
             "weak": cfg.setting.weak, "strong": cfg.setting.strong,
             "student": cfg.student.__dict__, "versions": versions}
 
 
 @ray.remote
-def execute_trial(method: str, params: dict, cfg: CampaignConfig, *inputs) -> dict[int, Any]:
-    """One trial on a worker: every requested seed, from inputs that carry no labels."""
+def execute_trial(method: str, params: dict, cfg: CampaignConfig, *inputs) -> list[Any]:
+    """One trial on a worker: predictions per input (seed), from inputs that carry no labels."""
     from aar_ray.w2s.trial import run_method
 
-    return {inp.seed: run_method(method, params, inp, cfg.student, cfg.finetune)
-            for inp in inputs}
+    return [run_method(method, params, inp, cfg.student, cfg.finetune) for inp in inputs]
+
+
+@ray.remote
+def execute_custom_trial(source: str, name: str, params: dict, cfg: CampaignConfig,
+                         limits: Any, *inputs) -> list[Any]:
+    """An agent's own method: only ever executed in a sandboxed child of this worker."""
+    from aar_ray.lab.sandbox import run_sandboxed
+
+    return run_sandboxed("aar_ray.lab.custom_methods:run_in_sandbox", source, name, params,
+                         list(inputs), cfg.student, cfg.finetune, limits=limits,
+                         timeout_s=limits.cpu_seconds * 4 + 120)
 
 
 class TrialQueue:
     def __init__(self, campaign_dir: str, cfg: CampaignConfig, inputs: dict[int, Any],
-                 scorer: Any) -> None:
-        self.cfg = cfg
-        self.inputs = inputs  # seed -> ObjectRef of StudentInputs, owned by the campaign
+                 control_inputs: dict[int, list[Any]], scorer: Any) -> None:
+        self.cfg, self.dir = cfg, campaign_dir
+        # seed -> ObjectRef of StudentInputs (owned by the campaign driver); the control's
+        # inputs carry shuffled teacher labels, two shuffles per seed
+        self.inputs, self.control_inputs = inputs, control_inputs
         self.scorer = scorer
         self.store = Store(Path(campaign_dir) / "trials.sqlite", SCHEMA)
         self.pending: dict[str, deque[str]] = defaultdict(deque)
-        self.running: dict[str, ray.ObjectRef] = {}
+        self.running: dict[str, asyncio.Task] = {}
+        self.wake = asyncio.Event()
         self.done_event: dict[str, asyncio.Event] = {}
         for r in self.store.rows("SELECT trial_id, agent FROM trials WHERE status IN "
                                  "('queued','running') ORDER BY seq"):
@@ -96,15 +116,22 @@ class TrialQueue:
     # ---- requests ----------------------------------------------------------------------------
 
     async def enqueue(self, agent: str, method: str, params: dict | None = None,
-                      seeds: list[int] | None = None, kind: str = "agent") -> dict[str, Any]:
+                      seeds: list[int] | None = None, kind: str = "agent",
+                      parent: str | None = None) -> dict[str, Any]:
         from aar_ray.w2s.methods import make_method
 
         self._ensure_loop()
         params = dict(params or {})
-        try:
-            make_method(method, params)
-        except ConfigError as e:
-            raise TrialError(str(e)) from None
+        custom, source_path = custom_methods.parse_id(method), None
+        if custom:  # validated inside the sandbox: its code must not run here
+            source_path = custom_methods.method_path(self.dir, *custom)
+            if custom[0] != agent or not source_path.exists():
+                raise TrialError(f"no method {method!r} of yours; write it with write_method")
+        else:
+            try:
+                make_method(method, params)
+            except ConfigError as e:
+                raise TrialError(str(e)) from None
         seeds = list(self.cfg.seeds) if not seeds else list(seeds)
         bad = [s for s in seeds if s not in self.cfg.seeds]
         if bad or len(set(seeds)) != len(seeds):
@@ -119,11 +146,25 @@ class TrialQueue:
         seq = self.store.one("SELECT COALESCE(MAX(seq), 0) + 1 AS s FROM trials")["s"]
         self.store.execute(
             "INSERT INTO trials (trial_id, seq, agent, kind, method, params, seeds, status,"
-            " created, provenance) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            " created, provenance, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (trial_id, seq, agent, kind, method, dumps(params), dumps(seeds), "queued",
-             time.time(), dumps(provenance(self.cfg, method))))
+             time.time(), dumps(provenance(self.cfg, method, source_path)), parent))
         self.pending[agent].append(trial_id)
+        self.wake.set()
         return {"trial_id": trial_id, "status": "queued", "seeds": seeds}
+
+    async def enqueue_control(self, trial_id: str) -> dict[str, Any]:
+        """The teacher-use control of a trial: the same method and params, trained on the
+        teacher's labels shuffled across examples. Run by the lab, not by agents."""
+        row = self.store.one("SELECT * FROM trials WHERE trial_id=?", (trial_id,))
+        if row is None:
+            raise TrialError(f"no trial {trial_id!r}")
+        old = self.store.one("SELECT trial_id FROM trials WHERE parent=? AND kind='control'",
+                             (trial_id,))
+        if old:
+            return {"trial_id": old["trial_id"]}
+        return await self.enqueue(row["agent"], row["method"], json.loads(row["params"]),
+                                  json.loads(row["seeds"]), kind="control", parent=trial_id)
 
     async def status(self, trial_id: str, agent: str | None = None,
                      wait_s: float = 0.0) -> dict[str, Any]:
@@ -198,13 +239,35 @@ class TrialQueue:
         res = self.cfg.resources
         # a finetune trial's CPUs are held by its Ray Train workers, not by this task
         cpus = 0 if self.cfg.student.mode == "finetune" else res.cpus_per_trial
-        refs = [self.inputs[s] for s in json.loads(row["seeds"])]
-        self.running[trial_id] = execute_trial.options(
-            num_cpus=cpus, num_gpus=res.gpus_per_trial, max_retries=0,
-            name=f"trial-{trial_id}-{row['method']}",
-        ).remote(row["method"], json.loads(row["params"]), self.cfg, *refs)
+        seeds = json.loads(row["seeds"])
+        if row["kind"] == "control":
+            refs = [r for s in seeds for r in self.control_inputs[s]]
+        else:
+            refs = [self.inputs[s] for s in seeds]
+        opts = {"num_cpus": cpus, "num_gpus": res.gpus_per_trial, "max_retries": 0,
+                "name": f"trial-{trial_id}-{row['method']}"}
+        params = json.loads(row["params"])
+        custom = custom_methods.parse_id(row["method"])
+        if custom:
+            source = custom_methods.method_path(self.dir, *custom).read_text()
+            if custom_methods.code_hash(source) != json.loads(row["provenance"])["code_hash"]:
+                self._fail(trial_id, "the method's source changed after the trial was queued; "
+                                     "run a new trial")
+                return
+            ref = execute_custom_trial.options(**opts).remote(
+                source, custom[1], params, self.cfg,
+                custom_methods.sandbox_limits(self.cfg, self.dir), *refs)
+        else:
+            ref = execute_trial.options(**opts).remote(row["method"], params, self.cfg, *refs)
+        self.running[trial_id] = asyncio.get_running_loop().create_task(
+            self._finish(trial_id, ref))
         self.store.execute("UPDATE trials SET status='running', started=? WHERE trial_id=?",
                            (time.time(), trial_id))
+
+    def _fail(self, trial_id: str, error: str) -> None:
+        self.store.execute("UPDATE trials SET status='error', error=?, finished=? WHERE "
+                           "trial_id=?", (error, time.time(), trial_id))
+        self.done_event.setdefault(trial_id, asyncio.Event()).set()
 
     async def _dispatch(self) -> None:
         while True:
@@ -213,33 +276,37 @@ class TrialQueue:
                 if tid is None:
                     break
                 self._launch(tid)
-            if not self.running:
-                await asyncio.sleep(0.05)
-                continue
-            ids = list(self.running)
-            done, _ = await asyncio.wait([asyncio.ensure_future(self._await(t)) for t in ids],
-                                         timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-            for fut in done:
-                await fut
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=1.0)
+            except TimeoutError:
+                pass
 
-    async def _await(self, trial_id: str) -> None:
-        ref = self.running.get(trial_id)
-        if ref is None:
-            return
+    async def _finish(self, trial_id: str, ref: ray.ObjectRef) -> None:
+        """Await one trial (one task per trial), send its predictions to the scorer."""
+        row = self.store.one("SELECT * FROM trials WHERE trial_id=?", (trial_id,))
+        seeds = json.loads(row["seeds"])
         try:
             preds = await ref
-            row = self.store.one("SELECT * FROM trials WHERE trial_id=?", (trial_id,))
-            await self.scorer.record.remote(
-                trial_id, row["agent"], row["method"], json.loads(row["params"]),
-                json.loads(row["seeds"]), json.loads(row["provenance"]), preds)
-            status, error = "done", None
+            if row["kind"] == "control":
+                await self.scorer.record_control.remote(
+                    row["parent"], [s for s in seeds for _ in range(2)], preds)
+            else:
+                await self.scorer.record.remote(
+                    trial_id, row["agent"], row["method"], json.loads(row["params"]), seeds,
+                    json.loads(row["provenance"]), dict(zip(seeds, preds, strict=True)))
+            self.store.execute("UPDATE trials SET status='done', finished=? WHERE trial_id=?",
+                               (time.time(), trial_id))
+            self.done_event.setdefault(trial_id, asyncio.Event()).set()
         except Exception as e:  # any failure is the asking agent's error result
-            status, error = "error", _short_error(e)
-        if self.running.pop(trial_id, None) is None:
-            return  # another waiter already handled it
-        self.store.execute("UPDATE trials SET status=?, error=?, finished=? WHERE trial_id=?",
-                           (status, error, time.time(), trial_id))
-        self.done_event.setdefault(trial_id, asyncio.Event()).set()
+            self._fail(trial_id, _short_error(e))
+            cause = getattr(e, "cause", None) or e
+            if type(cause).__name__ == "SandboxViolation":
+                await self.scorer.record_event.remote(row["agent"], trial_id, cause.event,
+                                                      str(cause))
+        finally:
+            self.running.pop(trial_id, None)
+            self.wake.set()
 
 
 def _short_error(e: BaseException) -> str:

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from aar_ray.config import FinetuneConfig, SettingConfig, StudentConfig
 from aar_ray.w2s import features, pgr
-from aar_ray.w2s.methods import MethodContext, make_method
+from aar_ray.w2s.methods import Method, MethodContext, make_method
 from aar_ray.w2s.student import HeadStudents, one_hot
 from aar_ray.w2s.tasks import TASKS, Splits, TaskData, load_task, make_splits
 
@@ -37,6 +37,7 @@ class StudentInputs:
     x_test: np.ndarray | None = None
     texts_train: list[str] | None = None  # finetune mode: raw texts
     texts_test: list[str] | None = None
+    model: str = ""  # the strong model these inputs are for (finetune mode loads it)
 
 
 @dataclass
@@ -110,10 +111,12 @@ def student_inputs(s: Setting, seed: int, mode: str = "head",
     weak = teacher(s, seed)["train"] if weak is None else weak
     tr, te = s.texts(sp.unlabelled), s.texts(sp.test)
     if mode == "finetune":
-        return StudentInputs(seed, s.n_classes, weak, texts_train=tr, texts_test=te)
+        return StudentInputs(seed, s.n_classes, weak, texts_train=tr, texts_test=te,
+                             model=s.cfg.strong)
     return StudentInputs(seed, s.n_classes, weak,
                          x_train=features.embed(s.cfg.strong, tr, s.cache_dir),
-                         x_test=features.embed(s.cfg.strong, te, s.cache_dir))
+                         x_test=features.embed(s.cfg.strong, te, s.cache_dir),
+                         model=s.cfg.strong)
 
 
 def students_for(inputs: StudentInputs, student: StudentConfig,
@@ -121,7 +124,10 @@ def students_for(inputs: StudentInputs, student: StudentConfig,
     if student.mode == "finetune":
         from aar_ray.w2s.finetune import FinetuneStudents
 
-        return FinetuneStudents(inputs, finetune or FinetuneConfig(), student)
+        ft = finetune or FinetuneConfig()
+        if inputs.model:
+            ft = replace(ft, strong_model=inputs.model)
+        return FinetuneStudents(inputs, ft, student)
     if inputs.x_train is None:
         raise ValueError("head mode needs features in StudentInputs")
     return HeadStudents(inputs.x_train, inputs.x_test, inputs.n_classes, student, inputs.seed)
@@ -131,13 +137,17 @@ def run_method(method: str, params: dict[str, Any] | None, inputs: StudentInputs
                student: StudentConfig, finetune: FinetuneConfig | None = None) -> np.ndarray:
     """The untrusted half of a trial: a method trains students from weak labels only and
     returns test-split probabilities. Validates everything before any training starts."""
-    m = make_method(method, params)
+    return run_method_instance(make_method(method, params), inputs, student, finetune)
+
+
+def run_method_instance(m: Method, inputs: StudentInputs, student: StudentConfig,
+                        finetune: FinetuneConfig | None = None) -> np.ndarray:
     ctx = MethodContext(inputs.weak, students_for(inputs, student, finetune),
                         np.random.default_rng(inputs.seed))
     probs = np.asarray(m.run(ctx), dtype=np.float32)
     n_test = len(inputs.x_test if inputs.x_test is not None else inputs.texts_test)
     if probs.shape != (n_test, inputs.n_classes) or not np.isfinite(probs).all():
-        raise ValueError(f"method {method} returned predictions of shape {probs.shape}; "
+        raise ValueError(f"method {m.name} returned predictions of shape {probs.shape}; "
                          f"expected finite ({n_test}, {inputs.n_classes})")
     return probs
 

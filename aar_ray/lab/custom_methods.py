@@ -1,0 +1,120 @@
+"""Agents' own methods: Python source written through the `write_method` tool, stored in the
+agent's workspace and executed only inside the sandbox (a spawned child under an audit hook).
+
+The agent's process only parses the source (`ast`, no execution); the trial worker runs it in
+`run_sandboxed`, where reading the campaign, the caches (teacher and ceiling outputs derive from
+labels) or the tasks' raw data, spawning processes, sockets and ctypes are all blocked.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+from aar_ray.config import CampaignConfig, ConfigError
+
+MAX_SOURCE = 20_000
+NAME = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
+TEMPLATE = '''from dataclasses import dataclass
+from aar_ray.w2s.methods import Method, MethodContext, param
+from aar_ray.w2s.student import one_hot
+
+class MyMethod(Method):
+    """What it does and why."""
+    name = "my_method"
+
+    @dataclass
+    class Params:
+        keep: float = param(0.5, lo=0.0, hi=1.0, help="...")
+
+    def run(self, ctx: MethodContext):
+        student = ctx.students.new()
+        student.fit(one_hot(ctx.weak, ctx.students.n_classes))
+        return student.predict("test")
+'''
+
+
+def method_id(agent: str, name: str) -> str:
+    return f"custom:{agent}/{name}"
+
+
+def parse_id(method: str) -> tuple[str, str] | None:
+    if not method.startswith("custom:"):
+        return None
+    agent, _, name = method[len("custom:"):].partition("/")
+    return agent, name
+
+
+def check_source(name: str, source: str) -> None:
+    """Static checks only: the source is never executed outside the sandbox."""
+    from aar_ray.w2s.methods import METHODS
+
+    if not NAME.match(name):
+        raise ConfigError(f"method name {name!r}: use 2-40 lowercase letters, digits or _")
+    if name in METHODS:
+        raise ConfigError(f"method name {name!r} is a built-in; choose another")
+    if len(source) > MAX_SOURCE:
+        raise ConfigError(f"method source is {len(source)} characters; at most {MAX_SOURCE}")
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as e:
+        raise ConfigError(f"method source does not parse: line {e.lineno}: {e.msg}") from None
+    classes = [n for n in tree.body if isinstance(n, ast.ClassDef)
+               and any(getattr(b, "id", getattr(b, "attr", "")) == "Method" for b in n.bases)]
+    if len(classes) != 1:
+        raise ConfigError("define exactly one class that subclasses Method (from "
+                          "aar_ray.w2s.methods), with a Params dataclass and run(ctx); "
+                          "template:\n" + TEMPLATE)
+
+
+def method_path(campaign_dir: str | Path, agent: str, name: str) -> Path:
+    return Path(campaign_dir) / "agents" / agent / "methods" / f"{name}.py"
+
+
+def save(campaign_dir: str | Path, agent: str, name: str, source: str) -> dict[str, Any]:
+    check_source(name, source)
+    path = method_path(campaign_dir, agent, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(source)
+    return {"method": method_id(agent, name), "code_hash": code_hash(source)}
+
+
+def code_hash(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def sandbox_limits(cfg: CampaignConfig, campaign_dir: str | Path):
+    """What an agent's method may read: libraries, not the campaign, caches or raw data."""
+    from aar_ray.lab.sandbox import SandboxLimits
+    from aar_ray.w2s.features import default_cache_dir
+    from aar_ray.w2s.tasks import TASKS
+
+    denied = [str(Path(campaign_dir).resolve()), str(Path(cfg.cache_dir or default_cache_dir())),
+              str(Path(cfg.root).resolve())]
+    for task in TASKS:
+        try:
+            denied += TASKS.get(task).protected_paths()
+        except RuntimeError:
+            pass  # a task whose package is missing has nothing to protect
+    return SandboxLimits(cpu_seconds=cfg.resources.sandbox_cpu_seconds,
+                         memory_bytes=cfg.resources.sandbox_memory_mb << 20,
+                         denied_roots=tuple(denied))
+
+
+def run_in_sandbox(source: str, name: str, params: dict[str, Any], inputs: list,
+                   student, finetune) -> list:
+    """Runs inside the sandboxed child: load the agent's module, find its Method, train."""
+    from aar_ray.lab.sandbox import load_untrusted_source
+    from aar_ray.w2s.methods import Method, build_params
+    from aar_ray.w2s.trial import run_method_instance
+
+    module = load_untrusted_source(source, name)
+    found = [v for v in vars(module).values()
+             if isinstance(v, type) and issubclass(v, Method) and v is not Method]
+    if len(found) != 1:
+        raise ValueError(f"the method source defines {len(found)} Method subclasses; expected 1")
+    cls = found[0]
+    method = cls(build_params(cls, params))
+    return [run_method_instance(method, inp, student, finetune) for inp in inputs]

@@ -1,0 +1,199 @@
+"""`aar status`: a campaign's progress in plain text, from its directory (read-only SQLite, works
+while the campaign runs or after it ended) or from the live actors of a running cluster.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aar_ray.lab.store import read_only
+
+STATUSES = ("queued", "running", "done", "error")
+CLEAR = "\033[H\033[2J"
+
+
+def _rows(db_path: Path, sql: str) -> list[dict[str, Any]]:
+    if not db_path.exists():
+        return []
+    db = read_only(db_path)
+    try:
+        return [dict(r) for r in db.execute(sql).fetchall()]
+    except sqlite3.Error:
+        return []  # the owning actor has not created the table yet
+    finally:
+        db.close()
+
+
+def _usage(d: Path) -> dict[str, dict[str, Any]]:
+    """Per agent usage: summary.json when the campaign ended, else the agents' saved state."""
+    try:
+        summary = json.loads((d / "summary.json").read_text())
+        return {a["agent"]: a.get("usage") or {} for a in summary.get("agents", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    out = {}
+    for f in sorted((d / "agents").glob("*/state.json")):
+        try:
+            brain = json.loads(f.read_text()).get("brain") or {}
+        except (OSError, ValueError):
+            continue
+        out[f.parent.name] = brain.get("usage") or {}
+    return out
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _board(entries: list[dict[str, Any]]) -> list[str]:
+    lines = [f"  {'#':>2} {'PGR':>6}  {'agent':<12} {'method':<18} params"]
+    for i, b in enumerate(entries, 1):
+        lines.append(f"  {i:>2} {_fmt(b['pgr']):>6}  {b['agent']:<12} {b['method']:<18} "
+                     f"{json.dumps(b['params'], sort_keys=True)}")
+    return lines if entries else ["  (nothing shown yet)"]
+
+
+def campaign_text(campaign_dir: str | Path, top: int = 10) -> str:
+    """Progress of the campaign in `campaign_dir`, from its files only."""
+    d = Path(campaign_dir)
+    if not (d / "config.yaml").exists() and not (d / "trials.sqlite").exists():
+        raise FileNotFoundError(f"{d}: not a campaign directory (no config.yaml or "
+                                "trials.sqlite)")
+    trials = _rows(d / "trials.sqlite", "SELECT agent, kind, status FROM trials")
+    posts = _rows(d / "forum.sqlite", "SELECT author FROM posts")
+    best = {r["agent"]: r["b"] for r in _rows(
+        d / "scorer.sqlite", "SELECT agent, MAX(shown) AS b FROM submissions GROUP BY agent")}
+    subs = {r["agent"]: r["n"] for r in _rows(
+        d / "scorer.sqlite", "SELECT agent, COUNT(*) AS n FROM submissions GROUP BY agent")}
+    board = _rows(d / "scorer.sqlite",
+                  "SELECT s.agent, s.shown AS pgr, t.method, t.params FROM submissions s "
+                  "JOIN trials t USING (trial_id) WHERE s.shown IS NOT NULL "
+                  f"ORDER BY s.shown DESC LIMIT {int(top)}")
+    for b in board:
+        b["params"] = json.loads(b["params"] or "{}")
+    events = _rows(d / "scorer.sqlite", "SELECT COUNT(*) AS n FROM events")
+    usage = _usage(d)
+
+    counts = {s: sum(t["status"] == s for t in trials) for s in STATUSES}
+    agents = sorted({t["agent"] for t in trials} | set(usage) | {p["author"] for p in posts})
+    lines = [f"campaign {d.name}  ({d})",
+             "trials: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+             + f"   (of which {sum(t['kind'] == 'control' for t in trials)} teacher-use "
+             "controls)" + (f"   integrity events: {events[0]['n']}" if events else ""),
+             "",
+             f"  {'agent':<12} {'trials':>6} {'done':>5} {'err':>4} {'subs':>5} {'posts':>5} "
+             f"{'best shown':>10} {'tokens':>10} {'dollars':>8}"]
+    for a in agents:
+        mine = [t for t in trials if t["agent"] == a and t["kind"] != "control"]
+        u = usage.get(a) or {}
+        tok = sum(u.get(k, 0) or 0 for k in ("input_tokens", "output_tokens",
+                                              "cache_read_input_tokens",
+                                              "cache_creation_input_tokens"))
+        lines.append(
+            f"  {a:<12} {len(mine):>6} {sum(t['status'] == 'done' for t in mine):>5} "
+            f"{sum(t['status'] == 'error' for t in mine):>4} {subs.get(a, 0):>5} "
+            f"{sum(p['author'] == a for p in posts):>5} {_fmt(best.get(a)):>10} "
+            f"{(f'{tok:,}' if u else '-'):>10} "
+            f"{(_fmt(u.get('dollars'), 4) if u else '-'):>8}")
+    total = sum((u or {}).get("dollars", 0) or 0 for u in usage.values())
+    lines += ["", f"public leaderboard (top {top}, as shown to agents):", *_board(board),
+              "", f"total Claude cost: ${total:.4f}"
+              + ("" if any(usage.values()) else " (offline brain)")]
+    return "\n".join(lines)
+
+
+class MissingActor(RuntimeError):
+    pass
+
+
+def live_text(top: int = 10) -> str:
+    """Progress from the live actors `trials`, `scorer` and `forum` (Ray must be initialised)."""
+    import ray
+
+    from aar_ray.lab import NAMESPACE
+
+    handles = {}
+    for name in ("trials", "scorer", "forum"):
+        try:
+            handles[name] = ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            raise MissingActor(f"no live actor {name!r} in namespace {NAMESPACE!r}: is a "
+                               "campaign running on this cluster?") from None
+    q, s, f = handles["trials"], handles["scorer"], handles["forum"]
+    counts, trials, board, n_posts = ray.get(
+        [q.counts.remote(), q.list.remote(), s.leaderboard.remote("public", top),
+         f.count.remote()], timeout=30)
+    per_agent: dict[str, dict[str, int]] = {}
+    for t in trials:
+        row = per_agent.setdefault(t["agent"], dict.fromkeys(STATUSES, 0))
+        row[t["status"]] = row.get(t["status"], 0) + 1
+    lines = ["live campaign (namespace aar)",
+             "trials: " + ", ".join(f"{counts.get(k, 0)} {k}" for k in STATUSES)
+             + f"   forum posts: {n_posts}", "",
+             f"  {'agent':<12} " + " ".join(f"{k:>7}" for k in STATUSES)]
+    for a, row in sorted(per_agent.items()):
+        lines.append(f"  {a:<12} " + " ".join(f"{row.get(k, 0):>7}" for k in STATUSES))
+    lines += ["", f"public leaderboard (top {top}):", *_board(board)]
+    return "\n".join(lines)
+
+
+def _loop(render: Callable[[], str], watch: bool, interval: float) -> int:
+    while True:
+        try:
+            text = render()
+        except (FileNotFoundError, MissingActor) as e:
+            print(f"aar status: {e}", file=sys.stderr)
+            return 1
+        if not watch:
+            print(text)
+            return 0
+        sys.stdout.write(CLEAR + time.strftime("%H:%M:%S ") + f"(every {interval:g}s, Ctrl-C "
+                         "to stop)\n" + text + "\n")
+        sys.stdout.flush()
+        try:
+            time.sleep(interval)
+        except KeyboardInterrupt:
+            print()
+            return 0
+
+
+def status(campaign_dir: str | None, address: str | None, watch: bool = False,
+           interval: float = 2.0) -> int:
+    """Print progress once, or every `interval` seconds until Ctrl-C with `watch`. Reads the
+    campaign directory if given, else the live actors at `address` (or RAY_ADDRESS).
+    Returns 0, 1 (nothing to show: not a campaign, or no live campaign) or 2 (usage)."""
+    interval = max(0.2, float(interval))
+    try:
+        if campaign_dir:
+            return _loop(lambda: campaign_text(campaign_dir), watch, interval)
+        address = address or os.environ.get("RAY_ADDRESS")
+        if not address:
+            print("aar status: give a campaign directory, or --address / RAY_ADDRESS of a "
+                  "running cluster", file=sys.stderr)
+            return 2
+        import ray
+
+        from aar_ray.lab import NAMESPACE
+
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # NOTES-ray §9.1
+        started = not ray.is_initialized()
+        if started:
+            try:
+                ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
+                         logging_level="ERROR")
+            except Exception as e:  # unreachable cluster, wrong address, auth mismatch
+                print(f"aar status: cannot connect to Ray at {address}: {e}", file=sys.stderr)
+                return 1
+        try:
+            return _loop(live_text, watch, interval)
+        finally:
+            if started:
+                ray.shutdown()
+    except KeyboardInterrupt:
+        return 0
