@@ -113,6 +113,7 @@ class ClaudeConfig:
     max_retries: int = 4
     timeout_s: float = 120.0
     compact_after_tokens: int = 30_000  # summarise older turns into the notebook past this
+    compact_growth: float = 0.4  # ... or once the prompt grew 40% past its post-summary size
     compact_after_messages: int = 80  # ... or past this many messages, whatever their size
     max_tool_result_chars: int = 16_000  # longer tool results are cut before the model sees them
     pause_after_failures: int = 3  # consecutive failed API calls before the agent pauses
@@ -133,6 +134,7 @@ class ClaudeConfig:
         check(self.max_retries >= 0, f"{where}.max_retries", "must be >= 0")
         check(self.timeout_s > 0, f"{where}.timeout_s", "must be > 0")
         check(self.compact_after_tokens >= 1, f"{where}.compact_after_tokens", "must be >= 1")
+        check(self.compact_growth > 0, f"{where}.compact_growth", "must be > 0")
         check(self.compact_after_messages >= 4, f"{where}.compact_after_messages", "must be >= 4")
         check(self.max_tool_result_chars >= 200, f"{where}.max_tool_result_chars",
               "must be >= 200")

@@ -39,7 +39,9 @@ import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
+import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 RAY_BIN = Path(sys.executable).parent
@@ -51,12 +53,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """`ray start --head --block` on 127.0.0.1 with free ports and its own temp dir, in its own
-    process group, killed as a group at the end (`ray stop` would kill every cluster on the
-    machine). One head per test module. Yields the dashboard address, the env for `ray`
-    commands, the GCS address for `ray.init`/RAY_ADDRESS and the metrics export port."""
+    process group; one head per test module. Yields the dashboard address (jobs API), the env
+    for `ray` commands, the GCS address (ray.init / RAY_ADDRESS) and the metrics export port.
+
+    Stopping: SIGTERM to `ray start` alone, which drains the node and stops what it started
+    (≈2 s; signalling the whole group kills the GCS first and the drain then waits 30 s), then
+    SIGKILL to anything left in the group. Never `ray stop`: it kills every cluster here."""
     ports = {k: free_port() for k in ("gcs", "dashboard", "metrics", "client")}
     env = {**os.environ, "RAY_AUTH_MODE": "disabled",
            "PATH": f"{RAY_BIN}:{os.environ['PATH']}"}
@@ -68,22 +81,32 @@ def cluster():
          "--dashboard-host=127.0.0.1", f"--metrics-export-port={ports['metrics']}",
          f"--ray-client-server-port={ports['client']}", "--num-cpus=2",
          f"--temp-dir={temp}", "--disable-usage-stats"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    log: list[str] = []
+
+    def drain() -> None:  # read continuously, so a full pipe never blocks `ray start`
+        for line in head.stdout:
+            log.append(line)
+
+    threading.Thread(target=drain, daemon=True).start()
     address = f"http://127.0.0.1:{ports['dashboard']}"
     deadline = time.time() + 90
-    while time.time() < deadline:
-        ok = subprocess.run([str(RAY_BIN / "ray"), "job", "list", "--address", address],
-                            env=env, capture_output=True).returncode == 0
-        if ok:
+    while time.time() < deadline and head.poll() is None:
+        if any("Ray runtime started" in line for line in log) and _up(f"{address}/api/jobs/"):
             break
-        time.sleep(1)
+        time.sleep(0.3)
     else:
         os.killpg(head.pid, signal.SIGKILL)
-        pytest.fail("ray head did not come up: " + head.stdout.read().decode()[-2000:])
+        pytest.fail("ray head did not come up: " + "".join(log)[-2000:])
     yield {"address": address, "env": env, "gcs": f"127.0.0.1:{ports['gcs']}",
            "metrics": ports["metrics"]}
-    os.killpg(head.pid, signal.SIGTERM)  # --block: Ray stops the processes it started
+    head.terminate()
     try:
-        head.wait(timeout=30)
+        head.wait(timeout=40)
     except subprocess.TimeoutExpired:
+        pass
+    try:
         os.killpg(head.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -73,6 +73,7 @@ def toolbox(tmp_path_factory):
                       queue=NullActor())
 
 
+FIXTURE_OK = [HealthCheck.function_scoped_fixture]  # the toolbox is module-scoped, stateless
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
@@ -81,7 +82,7 @@ json_values = st.recursive(
 
 
 @pytest.mark.parametrize("tool", sorted(TOOLS))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=FIXTURE_OK)
 @given(args=json_values)
 def test_every_tool_survives_fuzzed_input(toolbox, tool, args):
     out = toolbox.call(tool, args)
@@ -93,7 +94,7 @@ def test_every_tool_survives_fuzzed_input(toolbox, tool, args):
 
 
 @pytest.mark.parametrize("tool", sorted(TOOLS))
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=FIXTURE_OK)
 @given(data=st.data())
 def test_every_tool_survives_fuzzed_fields(toolbox, tool, data):
     """Inputs shaped like the schema (right keys) but with arbitrary values."""

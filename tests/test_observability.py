@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from aar_ray.config import BudgetConfig, CampaignConfig, save_campaign
+from aar_ray.config import BudgetConfig, CampaignConfig, ScoringConfig, save_campaign
 from aar_ray.lab import metrics
 from aar_ray.lab.tracking import log_trial, run_id
 from aar_ray.status import MissingActor, live_text, status
@@ -129,6 +129,7 @@ def live_campaign(connected, small_setting, fast_student, cache_dir, tmp_path_fa
     tmp = tmp_path_factory.mktemp("live")
     cfg = CampaignConfig(name="live", setting=small_setting, student=fast_student, seeds=[0, 1],
                          agents=2, budget=BudgetConfig(trials_per_agent=2, wall_clock_s=300),
+                         scoring=ScoringConfig(control_top_k=0),
                          root=str(tmp / "runs"), cache_dir=cache_dir)
     save_campaign(cfg, tmp / "live.yaml")
     env = {**connected["env"], "RAY_ADDRESS": connected["gcs"]}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aar_ray.config import BudgetConfig, CampaignConfig
+from aar_ray.config import BudgetConfig, CampaignConfig, ScoringConfig
 from aar_ray.lab import forum as forum_mod
 from aar_ray.lab import scorer as scorer_mod
 from aar_ray.lab.campaign import run_campaign
@@ -35,6 +35,7 @@ def campaign_dir(small_setting, fast_student, cache_dir, tmp_path_factory) -> Pa
     cfg = CampaignConfig(name="report", setting=small_setting, student=fast_student,
                          seeds=[0, 1], agents=2,
                          budget=BudgetConfig(trials_per_agent=2, wall_clock_s=300),
+                         scoring=ScoringConfig(control_top_k=1),
                          root=str(tmp_path_factory.mktemp("runs")), cache_dir=cache_dir)
     summary = run_campaign(cfg, progress=False)
     d = Path(summary["campaign_dir"])

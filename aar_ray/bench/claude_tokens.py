@@ -16,47 +16,16 @@ from aar_ray.brains.base import ToolResult
 from aar_ray.brains.claude import ClaudeBrain
 from aar_ray.brains.fake_anthropic import FakeAnthropic
 from aar_ray.config import BudgetConfig, ClaudeConfig
+from aar_ray.lab.tools import TOOLS
 
 STEPS = 60
 REPORT_AT = (1, 5, 10, 20, 30, 40, 50, 60)
-THRESHOLDS = (30_000, 3_500)  # the ClaudeConfig default; ≈ 1.5 × this episode's turn-5 prompt
+# the shipped defaults, and compaction switched off for comparison
+CONFIGS = {"default": {}, "no compaction": {"compact_after_tokens": 10**9,
+                                            "compact_growth": 1e9,
+                                            "compact_after_messages": 10**6}}
 METHODS = ["baseline", "aux_confidence", "bootstrap", "early_stop", "label_smoothing",
            "confidence_filter", "ensemble_teachers", "generative_prior"]
-
-
-def _tool(name: str, description: str, props: dict[str, Any], required: list[str]) -> dict:
-    return {"name": name, "description": description,
-            "input_schema": {"type": "object", "properties": props, "required": required,
-                             "additionalProperties": False}}
-
-
-_S, _ID = {"type": "string"}, {"type": "string", "description": "A trial id from run_trial."}
-SCHEMAS = [
-    _tool("read_forum", "Read recent forum posts by all researchers, newest first. Posts that "
-          "report results cite the trial ids they rest on.",
-          {"limit": {"type": "integer", "minimum": 1, "maximum": 50}}, []),
-    _tool("post", "Post to the shared forum. A post reporting a result must cite its trial ids.",
-          {"title": _S, "body": _S, "trial_ids": {"type": "array", "items": _S},
-           "kind": {"type": "string", "enum": ["result", "idea", "question"]}},
-          ["title", "body"]),
-    _tool("reply", "Reply to a forum post.", {"post_id": _S, "body": _S}, ["post_id", "body"]),
-    _tool("list_methods", "List the W2S methods you can run, with a one-line summary each.", {},
-          []),
-    _tool("describe_method", "A method's description and its parameters with types, ranges and "
-          "defaults.", {"method": _S}, ["method"]),
-    _tool("run_trial", "Queue a trial of a method with parameters on the given seeds. Each call "
-          "spends one trial of your budget. Returns a trial id at once; poll trial_status.",
-          {"method": _S, "params": {"type": "object"},
-           "seeds": {"type": "array", "items": {"type": "integer"}}}, ["method"]),
-    _tool("trial_status", "State of a trial: queued, running, done or failed, with training "
-          "metrics when done (no test-set numbers).", {"trial_id": _ID}, ["trial_id"]),
-    _tool("submit", "Submit a finished trial to the scorer; returns coarse public feedback (PGR "
-          "rounded). Submissions are limited.", {"trial_id": _ID}, ["trial_id"]),
-    _tool("leaderboard", "The campaign leaderboard as computed by the scorer.", {}, []),
-    _tool("read_notebook", "Read your private notebook.", {}, []),
-    _tool("write_notebook", "Write to your private notebook.",
-          {"text": _S, "mode": {"type": "string", "enum": ["append", "replace"]}}, ["text"]),
-]
 
 
 class StandInToolbox:
@@ -68,7 +37,8 @@ class StandInToolbox:
         self.calls: list[tuple[str, Any]] = []
 
     def schemas(self) -> list[dict[str, Any]]:
-        return SCHEMAS
+        return [{"name": t.name, "description": t.description,
+                 "input_schema": t.schema} for t in TOOLS.values()]  # the real tools
 
     def call(self, name: str, args: Any) -> ToolResult:
         self.calls.append((name, args))
@@ -136,11 +106,10 @@ class StandInToolbox:
         return ToolResult(json.dumps({"ok": True, "chars": sum(map(len, self.notebook))}))
 
 
-def episode(compact_after_tokens: int, steps: int = STEPS) -> ClaudeBrain:
+def episode(overrides: dict[str, Any], steps: int = STEPS) -> ClaudeBrain:
     """One fake episode; returns the brain (usage, counters) for inspection."""
     with FakeAnthropic() as fake:
-        cfg = ClaudeConfig(base_url=fake.base_url, max_retries=1,
-                           compact_after_tokens=compact_after_tokens)
+        cfg = ClaudeConfig(base_url=fake.base_url, max_retries=1, **overrides)
         brain = ClaudeBrain(cfg, BudgetConfig(steps_per_agent=steps), agent_id="agent-0",
                             direction="make the student distrust confident weak labels",
                             api_key="bench-not-a-key")
@@ -152,8 +121,8 @@ def episode(compact_after_tokens: int, steps: int = STEPS) -> ClaudeBrain:
 
 def run() -> tuple[str, list[dict]]:
     t0 = time.perf_counter()
-    brains = {t: episode(t) for t in THRESHOLDS}
-    cols = {t: f"compact@{t}" for t in THRESHOLDS}
+    brains = {t: episode(o) for t, o in CONFIGS.items()}
+    cols = {t: t for t in CONFIGS}
     rows: list[dict] = []
     for s in REPORT_AT:
         rows.append({"metric": f"input tokens, turn {s}",

@@ -331,6 +331,8 @@ class ClaudeBrain:
         u["last_input_tokens"] = n[0] + n[2] + n[3]  # what the model read, cached or not
         if step:
             u["step_input_tokens"].append(u["last_input_tokens"])
+            if not u.get("baseline_tokens"):  # the first prompt since the start or a compaction
+                u["baseline_tokens"] = u["last_input_tokens"]
         price = self.cfg.prices.get(self.cfg.model)
         if price is not None:
             u["dollars"] += sum(p * k for p, k in zip(price, n, strict=True)) / 1e6
@@ -347,8 +349,12 @@ class ClaudeBrain:
         # the next prompt: the last one plus what was appended since (≈ 4 characters a token)
         added = json.dumps(self.messages[self._sent:], default=str)
         projected = self.usage["last_input_tokens"] + len(added) // 4
-        return len(self.messages) >= 5 and (projected > self.cfg.compact_after_tokens
-                                            or len(self.messages) > self.cfg.compact_after_messages)
+        # bounded memory: the prompt may grow to (1 + compact_growth) x its size right after
+        # the last compaction, and never past compact_after_tokens
+        grown = self.usage.get("baseline_tokens", 0) * (1 + self.cfg.compact_growth)
+        return len(self.messages) >= 5 and (
+            projected > min(self.cfg.compact_after_tokens, grown or float("inf"))
+            or len(self.messages) > self.cfg.compact_after_messages)
 
     def _compact(self, tools: Toolbox, schemas: list[dict[str, Any]]) -> None:
         """Summarise into the notebook; restart from the summary plus the last tool exchange."""
@@ -385,6 +391,7 @@ class ClaudeBrain:
             f"Summary of your work so far (also in your notebook):\n{summary}\n\n{RESUME}")}]}
         self.messages = [head, *tail]
         self.usage["last_input_tokens"], self._sent = 0, 0
+        self.usage["baseline_tokens"] = 0
 
     def _fallback_summary(self) -> str:
         """When the model cannot summarise: its own recent words, mechanically."""

@@ -411,9 +411,10 @@ def researcher_policy(*, seeds: tuple[int, ...] = (0, 1), max_polls: int = 12
             return act("describe_method", f"{pick} is the least explored so far; reading its "
                        "parameters before I spend a trial on it.", method=pick)
         if name == "describe_method":
-            return act("run_trial", f"Running {args.get('method')} with default parameters on "
+            pick = args.get("method") or args.get("name")
+            return act("run_trial", f"Running {pick} with default parameters on "
                        f"seeds {list(seeds)} so the scorer can compare it with the baseline.",
-                       method=args.get("method"), params={}, seeds=list(seeds))
+                       method=pick, params={}, seeds=list(seeds))
         if name == "run_trial":
             tid = None if err else _trial_id(out)
             if tid is None:

@@ -77,6 +77,7 @@ class LabToolbox:
         except jsonschema.ValidationError as e:
             where = "/".join(str(p) for p in e.absolute_path) or "input"
             return ToolResult(f"invalid input for {name} at {where}: {e.message}", True)
+        t0 = time.perf_counter()
         try:
             out = tool.handler(self, **args)
         except (ConfigError, ValueError, PermissionError) as e:  # refusals with a message
@@ -86,14 +87,14 @@ class LabToolbox:
             return ToolResult(f"{name} is temporarily unavailable ({type(e).__name__}); "
                               "try again shortly", True)
         text = json.dumps(out, default=str)
-        self._log(name, args, text)
+        self._log(name, args, text, time.perf_counter() - t0)
         return ToolResult(text)
 
-    def _log(self, name: str, args: dict[str, Any], result: str) -> None:
-        """Every successful call and its result: the agent's own record of what it did."""
+    def _log(self, name: str, args: dict[str, Any], result: str, seconds: float) -> None:
+        """Every successful call, its result and latency: the agent's own record."""
         with open(self.workspace / "tool_calls.jsonl", "a") as f:
             f.write(json.dumps({"at": time.time(), "tool": name, "args": args,
-                                "result": result[:2000]}) + "\n")
+                                "result": result[:2000], "s": round(seconds, 5)}) + "\n")
 
     # ---- handlers ----------------------------------------------------------------------------
 
