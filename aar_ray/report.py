@@ -35,6 +35,8 @@ table{border-collapse:collapse;width:100%;margin:6px 0 10px;font-size:13px}
 th,td{border-bottom:1px solid #eee;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f6f6f6} td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 tr.baseline td{background:#fff8e1} code{font-size:12px;word-break:break-all}
+code.id{white-space:nowrap;word-break:normal}
+.cell{display:inline-block;min-width:2.4em;text-align:center;border-radius:3px}
 .flag{color:#b00020;font-size:12px} .ok{color:#1b5e20}
 .post{border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:10px 0}
 .post .body,.reply .body{white-space:pre-wrap;word-wrap:break-word;margin:4px 0}
@@ -220,7 +222,8 @@ def section_leaderboard(data: dict[str, Any]) -> str:
     head.append("flags")
     rows, classes = [], []
     for i, b in enumerate(board, 1):
-        row = [str(i), f"<code>{e(b['trial_id'])}</code>", e(b["agent"]), e(b["method"]),
+        row = [str(i), f'<code class="id">{e(b["trial_id"])}</code>', e(b["agent"]),
+               e(b["method"]),
                f"<code>{e(json.dumps(b.get('params') or {}, sort_keys=True))}</code>",
                str(len(b.get("seeds") or [])), num(b.get("pgr")), num(b.get("se"))]
         if has_ci:
@@ -238,13 +241,15 @@ def section_leaderboard(data: dict[str, Any]) -> str:
 
 
 def svg_progress(series: dict[str, list[tuple[float, float]]], baseline: float | None) -> str:
-    """Step lines of each agent's best private PGR against minutes since the first submission."""
+    """Step lines of each agent's best private PGR against time since the first submission."""
     points = [p for s in series.values() for p in s]
     if not points:
         return "<p class=\"muted\">No scored submissions yet.</p>"
     width, height, left, right, top, bottom = 900, 340, 52, 150, 14, 38
     t0 = min(t for t, _ in points)
-    t_max = max(max(t for t, _ in points) - t0, 1.0) / 60
+    span = max(max(t for t, _ in points) - t0, 1.0)
+    unit, scale = ("minutes", 60.0) if span >= 180 else ("seconds", 1.0)
+    t_max = span / scale
     ys = [v for _, v in points] + ([baseline] if baseline is not None else []) + [0.0]
     y_lo, y_hi = min(ys), max(max(ys), 0.1)
     pad = 0.08 * (y_hi - y_lo or 1)
@@ -252,7 +257,7 @@ def svg_progress(series: dict[str, list[tuple[float, float]]], baseline: float |
     pw, ph = width - left - right, height - top - bottom
 
     def x(t: float) -> float:
-        return left + pw * ((t - t0) / 60) / t_max
+        return left + pw * ((t - t0) / scale) / t_max
 
     def y(v: float) -> float:
         return top + ph * (1 - (v - y_lo) / (y_hi - y_lo))
@@ -268,8 +273,8 @@ def svg_progress(series: dict[str, list[tuple[float, float]]], baseline: float |
                    f'text-anchor="end">{v:.2f}</text>')
         m = t_max * k / 5
         out.append(f'<text x="{left + pw * k / 5:.1f}" y="{top + ph + 16}" '
-                   f'text-anchor="middle">{m:.1f}</text>')
-    out.append(f'<text x="{left + pw / 2}" y="{height - 4}" text-anchor="middle">minutes since '
+                   f'text-anchor="middle">{m:.3g}</text>')
+    out.append(f'<text x="{left + pw / 2}" y="{height - 4}" text-anchor="middle">{unit} since '
                'first submission</text>')
     out.append(f'<text transform="translate(12 {top + ph / 2}) rotate(-90)" '
                'text-anchor="middle">best private PGR</text>')
@@ -278,7 +283,7 @@ def svg_progress(series: dict[str, list[tuple[float, float]]], baseline: float |
                    f'y2="{y(baseline):.1f}" stroke="#555" stroke-dasharray="5 4"/>'
                    f'<text x="{left + pw - 4}" y="{y(baseline) - 4:.1f}" text-anchor="end" '
                    'fill="#555">baseline</text>')
-    t_end = t0 + t_max * 60
+    t_end = t0 + span
     for i, (agent, s) in enumerate(sorted((a, s) for a, s in series.items()
                                           if a != "baseline")):
         color = PALETTE[i % len(PALETTE)]
@@ -331,7 +336,7 @@ def section_diversity(data: dict[str, Any]) -> str:
             for a in agents:
                 n = counts.get((m, a), 0)
                 shade = f"rgba(31,119,180,{0.12 + 0.6 * n / top:.2f})" if n else "transparent"
-                row.append(f'<span style="display:block;background:{shade}">{n or ""}</span>')
+                row.append(f'<span class="cell" style="background:{shade}">{n or ""}</span>')
             cells.append(row)
         matrix = ("<p class=\"muted\">Trials per method and agent:</p>"
                   + _table(["method", *map(e, agents)], cells, set(range(1, len(agents) + 1))))

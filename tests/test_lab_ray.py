@@ -123,3 +123,30 @@ def test_stopped_campaign_resumes_without_rerunning(small_setting, fast_student,
     assert "campaign directory" in out
     summary = json.loads((db.parent / "summary.json").read_text())
     assert all(a["finished"] for a in summary["agents"])
+
+
+def test_claude_campaign_through_the_sdk_keeps_the_key_secret(local_ray, small_setting,
+                                                               fast_student, cache_dir,
+                                                               tmp_path, monkeypatch):
+    """brain: claude with the real anthropic client against the local fake Messages API:
+    agents research through the lab's tools, costs are accounted, and the API key is never
+    written to the campaign directory or Ray's logs."""
+    from aar_ray.brains.fake_anthropic import FakeAnthropic
+
+    secret = "sk-ant-test-" + "S3CR3T" * 4
+    monkeypatch.setenv("ANTHROPIC_API_KEY", secret)
+    with FakeAnthropic() as fake:
+        cfg = tiny_config(small_setting, fast_student, cache_dir, tmp_path, trials=2)
+        cfg.brain = "claude"
+        cfg.claude.base_url = fake.base_url
+        cfg.budget.steps_per_agent = 25
+        summary = run_campaign(cfg, progress=False)
+        sent = [r["headers"] for r in fake.requests]
+    assert any(secret in json.dumps(h) for h in sent)  # it did authenticate with the key
+    assert all(n >= 1 for n in summary["posts_per_agent"].values())
+    assert all(a["usage"]["dollars"] > 0 for a in summary["agents"])
+    logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path())
+    for root in (Path(summary["campaign_dir"]), logs):
+        for f in root.rglob("*"):
+            if f.is_file():
+                assert secret.encode() not in f.read_bytes(), f"API key leaked into {f}"

@@ -127,6 +127,6 @@ def test_report_in_headless_chromium(campaign_dir, tmp_path):
     for entry in summary["leaderboard"]:
         assert entry["trial_id"] in dom
     title = re.search(r"<title>(.*?)</title>", dom, re.S).group(1)
-    assert "PWNED" not in title and "data-pwned" not in dom
+    assert "PWNED" not in title and not re.search(r"<body[^>]*data-pwned", dom)
     assert "<script" not in dom.lower()
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000

@@ -22,7 +22,8 @@ def _fake_base_url() -> str:
         return _fake_server.base_url
 
 
-def make_brain(cfg: CampaignConfig, agent_id: str, direction: str, index: int) -> Brain:
+def make_brain(cfg: CampaignConfig, agent_id: str, direction: str, index: int,
+               api_key: str | None = None) -> Brain:
     if cfg.brain == "offline":
         from aar_ray.brains.offline import OfflineBrain
 
@@ -35,9 +36,9 @@ def make_brain(cfg: CampaignConfig, agent_id: str, direction: str, index: int) -
         claude = replace(cfg.claude, base_url=_fake_base_url())
         return ClaudeBrain(claude, cfg.budget, agent_id=agent_id, direction=direction,
                            api_key="fake-key")
-    key = os.environ.get("ANTHROPIC_API_KEY")
+    key = api_key or os.environ.get("ANTHROPIC_API_KEY")
     if not key:
-        raise ConfigError("brain: claude needs ANTHROPIC_API_KEY in the environment (on a "
-                          "cluster, pass it through runtime_env env_vars)")
+        raise ConfigError("brain: claude needs ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY_FILE) in "
+                          "the environment of the process that runs the campaign")
     return ClaudeBrain(cfg.claude, cfg.budget, agent_id=agent_id, direction=direction,
                        api_key=key)

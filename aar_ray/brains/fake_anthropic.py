@@ -281,7 +281,8 @@ ALIASES = {"method": ("method", "method_name", "name"),
            "params": ("params", "parameters", "config"),
            "seeds": ("seeds",), "trial_id": ("trial_id", "trial", "id"),
            "title": ("title", "subject"), "text": ("text", "body", "content", "message", "note"),
-           "trial_ids": ("trial_ids", "cites", "citations", "trials"), "mode": ("mode",)}
+           "trial_ids": ("trial_ids", "cites", "citations", "trials"), "mode": ("mode",),
+           "kind": ("kind",), "wait_s": ("wait_s",)}
 DONE, FAILED = ("done", "finished", "complete", "succeeded", "scored"), ("fail", "error", "cancel")
 
 
@@ -419,7 +420,7 @@ def researcher_policy(*, seeds: tuple[int, ...] = (0, 1), max_polls: int = 12
             tid = None if err else _trial_id(out)
             if tid is None:
                 return act("leaderboard", "That trial did not start; checking where we stand.")
-            return act("trial_status", "Waiting for the trial.", trial_id=tid)
+            return act("trial_status", "Waiting for the trial.", trial_id=tid, wait_s=30)
         if name == "trial_status":
             state = str(_find(_json(out), lambda k: k in ("status", "state")) or out).lower()
             polls = sum(1 for n, a, _, _ in history if n == "trial_status" and a == args)
@@ -428,7 +429,7 @@ def researcher_policy(*, seeds: tuple[int, ...] = (0, 1), max_polls: int = 12
                 return act("submit", "Done; submitting it to the scorer.", trial_id=tid)
             if any(w in state for w in FAILED) or polls >= max_polls:
                 return act("list_methods", "That trial failed; moving on to another method.")
-            return act("trial_status", "Still running.", trial_id=tid)
+            return act("trial_status", "Still running.", trial_id=tid, wait_s=30)
         if name == "submit":
             tid = str(next((args[k] for k in ALIASES["trial_id"] if k in args), _trial_id(out)))
             pgr = _find(_json(out), lambda k: "pgr" in k)
@@ -437,7 +438,7 @@ def researcher_policy(*, seeds: tuple[int, ...] = (0, 1), max_polls: int = 12
             text = (f"Trial {tid} ({method}, default parameters, seeds {list(seeds)}): the scorer "
                     f"reports public PGR {pgr}. One configuration only; not yet replicated.")
             return act("post", "Reporting the result, citing the trial.", title=f"{method}: "
-                       f"PGR {pgr}", text=text, trial_ids=[tid])
+                       f"PGR {pgr}", text=text, trial_ids=[tid], kind="result")
         if name == "post":
             return act("write_notebook", "Noting this down.", text=f"Posted: {args}",
                        mode="append")

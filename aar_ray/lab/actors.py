@@ -25,14 +25,14 @@ class ForumActor(Forum):
         super().__init__(campaign_dir, lambda ids: ray.get(scorer.trial_scores.remote(ids)))
 
 
-def create(name: str, cls, *args):
+def create(name: str, cls, *args, **options):
     """A named actor in the lab namespace, replacing one left over from a killed driver."""
     for _ in range(50):
         try:
             ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
             time.sleep(0.1)  # the name is released asynchronously
         except ValueError:
-            return cls.options(name=name, namespace=NAMESPACE).remote(*args)
+            return cls.options(name=name, namespace=NAMESPACE, **options).remote(*args)
     raise RuntimeError(f"actor {name!r} in namespace {NAMESPACE!r} would not go away")
 
 

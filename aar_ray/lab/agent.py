@@ -23,12 +23,13 @@ log = logging.getLogger(__name__)
 
 class Researcher:
     def __init__(self, agent_id: str, direction: str, index: int, campaign_dir: str,
-                 cfg: CampaignConfig, *, forum: Any, scorer: Any, queue: Any) -> None:
+                 cfg: CampaignConfig, *, forum: Any, scorer: Any, queue: Any,
+                 api_key: str | None = None) -> None:
         self.agent_id, self.cfg = agent_id, cfg
         self.workspace = Path(campaign_dir) / "agents" / agent_id
         self.tools = LabToolbox(agent_id, self.workspace, cfg, forum=forum, scorer=scorer,
                                 queue=queue)
-        self.brain = make_brain(cfg, agent_id, direction, index)
+        self.brain = make_brain(cfg, agent_id, direction, index, api_key)
         self.steps, self.finished = 0, False
         state_file = self.workspace / "state.json"
         if state_file.exists():
@@ -73,11 +74,14 @@ class ResearcherActor:
     runs in its own thread) because an actor process costs ≈55 MB."""
 
     def __init__(self, agents: list[tuple[str, str, int]], campaign_dir: str,
-                 cfg: CampaignConfig) -> None:
+                 cfg: CampaignConfig, secrets: dict[str, Any] | None = None) -> None:
         handles = {name: ray.get_actor(name, namespace=NAMESPACE)
                    for name in ("forum", "scorer", "trials")}
+        ref = (secrets or {}).get("ANTHROPIC_API_KEY")
+        key = ray.get(ref) if ref is not None else None  # held in memory only
         self.agents = [Researcher(a, d, i, campaign_dir, cfg, forum=handles["forum"],
-                                  scorer=handles["scorer"], queue=handles["trials"])
+                                  scorer=handles["scorer"], queue=handles["trials"],
+                                  api_key=key)
                        for a, d, i in agents]
 
     def run(self, deadline: float) -> list[dict[str, Any]]:

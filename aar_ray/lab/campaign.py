@@ -23,8 +23,23 @@ from aar_ray.lab.agent import ResearcherActor
 from aar_ray.lab.directions import DIRECTIONS
 from aar_ray.lab.diversity import diversity
 
-FORWARDED_ENV = ("WANDB_MODE", "WANDB_API_KEY", "WANDB_PROJECT", "ANTHROPIC_API_KEY",
-                 "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "AAR_CACHE", "HF_HOME")
+FORWARDED_ENV = ("WANDB_MODE", "WANDB_PROJECT", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+                 "AAR_CACHE", "HF_HOME")
+
+
+def secrets(*names: str) -> dict[str, Any]:
+    """Secrets from the driver's environment (or NAME_FILE, a path to a file holding one),
+    as object refs for the actors that need them: the Anthropic key for the agents, the W&B
+    key for the trial queue. Never runtime_env env_vars: Ray's runtime_env agent writes those
+    to its log in plain text (measured with Ray 2.60)."""
+    out = {}
+    for name in names:
+        value = os.environ.get(name)
+        if not value and os.environ.get(f"{name}_FILE"):
+            value = Path(os.environ[f"{name}_FILE"]).read_text().strip()
+        if value:
+            out[name] = ray.put(value)  # nested in a dict, it stays a ref in the task spec
+    return out
 
 
 def init_ray(cfg: CampaignConfig) -> bool:
@@ -33,11 +48,11 @@ def init_ray(cfg: CampaignConfig) -> bool:
     travel this way and are never written to the campaign directory). True if we started it."""
     if ray.is_initialized():
         return False
+    address = os.environ.get("RAY_ADDRESS")
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     env.setdefault("WANDB_MODE", cfg.wandb.mode)
     env["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "disabled")
     runtime_env = {"env_vars": env}
-    address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, namespace=NAMESPACE, runtime_env=runtime_env,
                  log_to_driver=False)
@@ -78,7 +93,8 @@ def start_lab(cfg: CampaignConfig, campaign_dir: Path, with_agents: bool = True)
     control = {seed: [scorer.student_inputs.remote(seed, r) for r in range(2)]
                for seed in cfg.seeds}
     forum = create("forum", ForumActor, d)
-    queue = create("trials", TrialQueueActor, d, cfg, inputs, control, scorer)
+    queue = create("trials", TrialQueueActor, d, cfg, inputs, control, scorer,
+                   secrets("WANDB_API_KEY"))
     specs = [(f"agent-{i}", direction, i) for i, direction in enumerate(directions(cfg))
              if with_agents]
     k = cfg.resources.agents_per_actor
@@ -86,7 +102,8 @@ def start_lab(cfg: CampaignConfig, campaign_dir: Path, with_agents: bool = True)
     for j in range(0, len(specs), k):
         group = specs[j:j + k]
         name = group[0][0] if k == 1 else f"agents-{j}-{j + len(group) - 1}"
-        agents.append((create(name, ResearcherActor, group, d, cfg), [g[0] for g in group]))
+        agents.append((create(name, ResearcherActor, group, d, cfg,
+                              secrets("ANTHROPIC_API_KEY")), [g[0] for g in group]))
     return Lab(cfg, campaign_dir, scorer, forum, queue, agents, prepared)
 
 

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import inspect
 import json
+import os
 import time
 import traceback
 import uuid
@@ -85,11 +86,14 @@ def execute_custom_trial(source: str, name: str, params: dict, cfg: CampaignConf
 
 class TrialQueue:
     def __init__(self, campaign_dir: str, cfg: CampaignConfig, inputs: dict[int, Any],
-                 control_inputs: dict[int, list[Any]], scorer: Any) -> None:
+                 control_inputs: dict[int, list[Any]], scorer: Any,
+                 secrets: dict[str, Any] | None = None) -> None:
         self.cfg, self.dir = cfg, campaign_dir
         # seed -> ObjectRef of StudentInputs (owned by the campaign driver); the control's
         # inputs carry shuffled teacher labels, two shuffles per seed
         self.inputs, self.control_inputs = inputs, control_inputs
+        for name, ref in (secrets or {}).items():  # W&B reads its key from the environment
+            os.environ[name] = ray.get(ref)
         self.scorer = scorer
         self.store = Store(Path(campaign_dir) / "trials.sqlite", SCHEMA)
         self.pending: dict[str, deque[str]] = defaultdict(deque)
