@@ -107,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--root", help="where the red-team campaign directory is created")
     rt.set_defaults(fn=cmd_redteam)
 
+    a = sub.add_parser("audit", help="re-run a campaign's top methods on held-out settings")
+    a.add_argument("campaign_dir")
+    a.add_argument("--top", type=int, default=None, help="how many configs (default: config)")
+    a.set_defaults(fn=cmd_audit)
+
+    rr = sub.add_parser("rerun", help="reproduce one trial from its recorded provenance")
+    rr.add_argument("trial_id")
+    rr.add_argument("--campaign", help="its campaign directory (default: search campaigns/)")
+    rr.set_defaults(fn=cmd_rerun)
+
     m = sub.add_parser("methods", help="list the registered methods and their parameters")
     m.set_defaults(fn=cmd_methods)
     return p
@@ -156,6 +166,38 @@ def cmd_redteam(args: argparse.Namespace) -> int:
     print(format_table(rows))
     bad = [r for r in rows if r["outcome"] in ("NOT STOPPED", "LEAKED")]
     return 1 if bad else 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from aar_ray.lab.audit import audit, format_audit
+
+    print(format_audit(audit(args.campaign_dir, args.top)))
+    print(f"\nwritten to {args.campaign_dir}/audit.json")
+    return 0
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    import sqlite3
+    from pathlib import Path
+
+    from aar_ray.lab.audit import rerun
+
+    if args.campaign:
+        campaign = args.campaign
+    else:  # the campaign whose scorer recorded this trial
+        found = [p.parent for p in sorted(Path("campaigns").glob("*/scorer.sqlite"))
+                 if sqlite3.connect(p).execute("SELECT 1 FROM trials WHERE trial_id=?",
+                                               (args.trial_id,)).fetchone()]
+        if not found:
+            raise ConfigError(f"no campaign under campaigns/ has trial {args.trial_id!r}; "
+                              "pass --campaign DIR")
+        campaign = str(found[0])
+    r = rerun(campaign, args.trial_id)
+    print(json.dumps(r, indent=2))
+    verdict = "reproduced within its 95% CI" if r["within_ci"] else "NOT within its 95% CI"
+    print(f"{args.trial_id}: original PGR {r['original_pgr']:.3f}, rerun {r['rerun_pgr']:.3f}: "
+          f"{verdict}")
+    return 0 if r["within_ci"] else 1
 
 
 def cmd_methods(args: argparse.Namespace) -> int:

@@ -5,7 +5,6 @@ The audit tests build a tiny campaign directory without Ray: a Scorer, trials re
 """
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
@@ -191,20 +190,22 @@ def test_rerun_reproduces_a_trial_within_its_ci(campaign):
         rerun(d, "nope")
 
 
-def test_method_stored_as_source_needs_a_loader(tmp_path, monkeypatch):
-    from aar_ray.w2s import methods
+def test_agents_own_method_is_audited_from_its_source_in_the_sandbox(
+        tmp_path, small_setting, fast_student, cache_dir):
+    from aar_ray.config import CampaignConfig
+    from aar_ray.lab import custom_methods
+    from aar_ray.w2s.trial import Setting, student_inputs
 
-    src = tmp_path / "agents" / "a" / "methods" / "mine.py"
-    src.parent.mkdir(parents=True)
-    src.write_text("# an agent's method\n")
-    prov = {"code_hash": "x", "method_source_path": "agents/a/methods/mine.py"}
-    monkeypatch.delattr(methods, "load_method_source", raising=False)
-    with pytest.raises(AuditError, match="load_method_source"):
-        audit_mod.resolve_method(tmp_path, "mine", prov)
-    loaded = []
-    monkeypatch.setattr(methods, "load_method_source", lambda p: loaded.append(p) or "mine",
-                        raising=False)
-    name, changed = audit_mod.resolve_method(tmp_path, "mine", prov)
-    assert (name, changed, loaded) == ("mine", True, [src])
-    prov["code_hash"] = hashlib.sha256(src.read_text().encode()).hexdigest()[:16]
-    assert audit_mod.resolve_method(tmp_path, "mine", prov) == ("mine", False)
+    source = custom_methods.TEMPLATE
+    info = custom_methods.save(tmp_path, "a", "mine", source)
+    prov = {"code_hash": info["code_hash"]}
+    assert audit_mod.resolve_method(tmp_path, "custom:a/mine", prov) == ("custom:a/mine", False)
+    custom_methods.method_path(tmp_path, "a", "mine").write_text(source + "\n# edited\n")
+    assert audit_mod.resolve_method(tmp_path, "custom:a/mine", prov)[1] is True
+    with pytest.raises(AuditError, match="missing"):
+        audit_mod.resolve_method(tmp_path, "custom:a/gone", prov)
+    cfg = CampaignConfig(setting=small_setting, student=fast_student, cache_dir=cache_dir,
+                         root=str(tmp_path / "runs"))
+    inputs = [student_inputs(Setting.load(small_setting, cache_dir), 0)]
+    preds = custom_methods.run_any(cfg, tmp_path, "custom:a/mine", {"keep": 0.3}, inputs)
+    assert preds[0].shape == (len(inputs[0].x_test), 2)

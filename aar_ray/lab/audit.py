@@ -12,12 +12,9 @@ feature/teacher cache, never to a place agents read.
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import math
 import sqlite3
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -29,6 +26,7 @@ import numpy as np
 
 from aar_ray.config import (
     CampaignConfig,
+    ConfigError,
     FinetuneConfig,
     SettingConfig,
     StudentConfig,
@@ -56,7 +54,7 @@ Rules, first match wins:
 `code_changed` is true when the method's current code hash differs from the trial's recorded
 one: the audit then measures today's code, not the code that earned the in-lab score."""
 
-class AuditError(RuntimeError):
+class AuditError(ConfigError):
     """The campaign directory cannot be audited or a trial cannot be reproduced; says why."""
 
 
@@ -150,34 +148,22 @@ def top_configs(board: list[Candidate], k: int) -> list[Candidate]:
 
 def resolve_method(campaign_dir: str | Path, method: str,
                    prov: dict[str, Any]) -> tuple[str, bool | None]:
-    """Make the trial's method runnable here; return its registry name and whether its code
-    changed since the trial (None: no hash was recorded).
-
-    Built-in methods are hashed with `trials.method_code_hash`. An agent's own method is
-    recorded as source (`method_source_path`, relative to the campaign directory) and is
-    loaded with `aar_ray.w2s.methods.load_method_source`, hashed the same way (sha256 of the
-    source, 16 hex digits).
-    """
-    from aar_ray.w2s import methods
+    """The trial's method and whether its code changed since the trial (None: no hash was
+    recorded). Built-ins are hashed with `trials.method_code_hash`; an agent's own method by
+    its source in the campaign directory, and it is re-run in the sandbox (`run_any`)."""
+    from aar_ray.lab import custom_methods
+    from aar_ray.lab.trials import method_code_hash
 
     recorded = prov.get("code_hash")
-    src = prov.get("method_source_path")
-    if src:
-        path = Path(src) if Path(src).is_absolute() else Path(campaign_dir) / src
-        loader = getattr(methods, "load_method_source", None)
-        if loader is None:
-            raise AuditError(f"method {method!r} was recorded as source at {src}, but "
-                             "aar_ray.w2s.methods has no load_method_source to load it")
+    custom = custom_methods.parse_id(method)
+    if custom:  # an agent's own method: re-run in the sandbox, as in its trial
+        path = custom_methods.method_path(campaign_dir, *custom)
         if not path.exists():
-            raise AuditError(f"method {method!r}: recorded source {path} is missing")
-        current = hashlib.sha256(path.read_text().encode()).hexdigest()[:16]
-        loaded = loader(path)
-        name = loaded if isinstance(loaded, str) else getattr(loaded, "name", method)
+            raise AuditError(f"method {method!r}: its source {path} is missing")
+        current = custom_methods.code_hash(path.read_text())
     else:
-        from aar_ray.lab.trials import method_code_hash
-
-        name, current = method, method_code_hash(method)
-    return name, (None if recorded is None else recorded != current)
+        current = method_code_hash(method)
+    return method, (None if recorded is None else recorded != current)
 
 
 # ---- held-out settings --------------------------------------------------------------------------
@@ -193,6 +179,8 @@ class HeldOut:
     setting: Any  # trial.Setting
     weak: np.ndarray
     ceiling: np.ndarray
+    campaign: Any = None  # the audited campaign's config and directory (for agents' methods)
+    campaign_dir: Path | None = None
     _inputs: dict[int, Any] = field(default_factory=dict)
     _vanilla: np.ndarray | None = None
 
@@ -224,17 +212,18 @@ class HeldOut:
         return None
 
     def correct(self, method: str, params: dict[str, Any]) -> np.ndarray:
-        """(seeds, n_test) correctness of `method` run here, trusted code, as in a trial."""
-        from aar_ray.w2s.trial import run_method, student_inputs
+        """(seeds, n_test) correctness of `method` run as in a trial (agents' methods in the
+        sandbox), scored here."""
+        from aar_ray.lab.custom_methods import run_any
+        from aar_ray.w2s.trial import student_inputs
 
-        rows = []
         for seed in self.seeds:
             if seed not in self._inputs:
                 self._inputs[seed] = student_inputs(self.setting, seed, self.student.mode)
-            probs = run_method(method, params, self._inputs[seed], self.student, self.finetune)
-            labels = self.setting.data.labels[self.setting.splits(seed).test]
-            rows.append(probs.argmax(1) == labels)
-        return np.stack(rows)
+        preds = run_any(self.campaign, self.campaign_dir, method, params,
+                        [self._inputs[s] for s in self.seeds])
+        return np.stack([p.argmax(1) == self.setting.data.labels[self.setting.splits(s).test]
+                         for s, p in zip(self.seeds, preds, strict=True)])
 
     def vanilla(self) -> np.ndarray:
         if self._vanilla is None:
@@ -267,6 +256,7 @@ def audit(campaign_dir: str | Path, top_k: int | None = None, seeds: list[int] |
     rows: list[dict[str, Any]] = []
     for sc in cfg.audit.settings:
         held = HeldOut.load(sc, seeds, cfg.student, cfg.finetune, cache)
+        held.campaign, held.campaign_dir = cfg, campaign_dir
         note = held.gap_note()
         for c, (name, changed) in zip(configs, resolved, strict=True):
             row = {"trial_id": c.trial_id, "agent": c.agent, "method": c.method,
@@ -364,9 +354,9 @@ def rerun(campaign_dir: str | Path, trial_id: str, *,
     """Reproduce a trial from its provenance in this process and score it on the campaign's
     own private items (a fresh Scorer on a temp directory draws the same public/private
     partition). `within_ci`: the rerun's private PGR lies in the original's 95% CI."""
+    from aar_ray.lab.custom_methods import run_any
     from aar_ray.lab.leaderboard_stats import correctness, reference_correctness
     from aar_ray.lab.scorer import Scorer, _unpack
-    from aar_ray.w2s.trial import run_method
 
     campaign_dir = Path(campaign_dir)
     cfg: CampaignConfig = load_campaign(campaign_dir / "config.yaml")
@@ -385,8 +375,10 @@ def rerun(campaign_dir: str | Path, trial_id: str, *,
     with tempfile.TemporaryDirectory() as tmp:
         scorer = Scorer(tmp, cfg)
         try:
-            new = {seed: run_method(name, params, scorer.student_inputs(seed), student,
-                                    cfg.finetune) for seed in seeds}
+            cfg.student = student
+            new = dict(zip(seeds, run_any(cfg, campaign_dir, name, params,
+                                          [scorer.student_inputs(s) for s in seeds]),
+                           strict=True))
             scorer.record("original", "audit", method, params, seeds, prov, original)
             scorer.record("rerun", "audit", method, params, seeds, prov, new)
             weak, ceil = reference_correctness(scorer, "private", seeds)
@@ -414,27 +406,3 @@ def rerun(campaign_dir: str | Path, trial_id: str, *,
         "code_changed": changed, "student_matches_config": student == cfg.student,
         "version_diff": version_diff(prov.get("versions", {})),
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m aar_ray.lab.audit", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("campaign_dir")
-    ap.add_argument("--top-k", type=int, default=None, help="default: config audit.top_k")
-    ap.add_argument("--seeds", type=int, nargs="+", default=None,
-                    help="default: the campaign's")
-    ap.add_argument("--rerun", metavar="TRIAL_ID", help="reproduce one trial instead")
-    args = ap.parse_args(argv)
-    try:
-        if args.rerun:
-            print(json.dumps(rerun(args.campaign_dir, args.rerun), indent=2))
-        else:
-            print(format_audit(audit(args.campaign_dir, args.top_k, args.seeds)))
-    except AuditError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

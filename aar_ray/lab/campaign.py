@@ -194,7 +194,7 @@ class Progress:
         if not self.enabled or (not self.tty and not final and time.time() - self.last < 15):
             return
         self.last = time.time()
-        c = ray.get(self.lab.queue.counts.remote())
+        c = ray.get(self.lab.queue.counts.remote("agent"))
         top = ray.get(self.lab.scorer.leaderboard.remote("public", 1))
         budget = self.lab.cfg.budget.trials_per_agent * self.lab.cfg.agents
         best = f"{top[0]['pgr']:.2f} ({top[0]['agent']}, {top[0]['method']})" if top else "-"
@@ -208,11 +208,18 @@ class Progress:
 
 
 def format_leaderboard(summary: dict[str, Any], top: int = 10) -> str:
-    rows = [f"{'#':>2} {'method':<18} {'agent':<10} {'PGR':>7} {'± SE':>6} seeds  params"]
+    """The private leaderboard: PGR ± SE over seeds, its 95% CI, the Holm-adjusted p-value
+    against the lab's vanilla baseline, and integrity flags."""
+    rows = [f"{'#':>2} {'method':<18} {'agent':<10} {'PGR':>7} {'± SE':>6} {'95% CI':>16} "
+            f"{'p(Holm)':>8} seeds  flags / params"]
     for i, e in enumerate(summary["leaderboard"][:top], 1):
         se = "" if e["se"] is None else f"{e['se']:.3f}"
-        rows.append(f"{i:>2} {e['method']:<18} {e['agent']:<10} {e['pgr']:>7.3f} {se:>6} "
-                    f"{len(e['seeds']):>5}  {json.dumps(e['params'])}")
+        ci = "" if e.get("ci_lo") is None else f"[{e['ci_lo']:.2f}, {e['ci_hi']:.2f}]"
+        p = "" if e.get("p_holm") is None else f"{e['p_holm']:.3f}"
+        flags = [f["kind"] for f in e["flags"] if f.get("ignores_teacher", True)]
+        rows.append(f"{i:>2} {e['method'][:18]:<18} {e['agent']:<10} {e['pgr']:>7.3f} {se:>6} "
+                    f"{ci:>16} {p:>8} {len(e['seeds']):>5}  "
+                    f"{' '.join('⚑' + f for f in flags)} {json.dumps(e['params'])}")
     b = summary["baseline"]
     if b:
         rows.append(f"baseline vanilla: PGR {b['pgr']:.3f} ± {b['se'] or 0:.3f}")

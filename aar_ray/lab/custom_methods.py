@@ -118,3 +118,22 @@ def run_in_sandbox(source: str, name: str, params: dict[str, Any], inputs: list,
     cls = found[0]
     method = cls(build_params(cls, params))
     return [run_method_instance(method, inp, student, finetune) for inp in inputs]
+
+
+def run_any(cfg: CampaignConfig, campaign_dir: str | Path, method: str, params: dict[str, Any],
+            inputs: list, source: str | None = None) -> list:
+    """Test-split predictions of `method` for each of `inputs`: built-ins run here, agents'
+    methods in a sandboxed child. `source` ships an agent's method to a worker on another
+    node; by default it is read from the campaign directory."""
+    from aar_ray.lab.sandbox import run_sandboxed
+    from aar_ray.w2s.trial import run_method
+
+    custom = parse_id(method)
+    if custom is None:
+        return [run_method(method, params, inp, cfg.student, cfg.finetune) for inp in inputs]
+    if source is None:
+        source = method_path(campaign_dir, *custom).read_text()
+    limits = sandbox_limits(cfg, campaign_dir)
+    return run_sandboxed("aar_ray.lab.custom_methods:run_in_sandbox", source, custom[1],
+                         params, list(inputs), cfg.student, cfg.finetune, limits=limits,
+                         timeout_s=limits.cpu_seconds * 4 + 120)

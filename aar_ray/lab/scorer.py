@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from aar_ray.config import CampaignConfig
+from aar_ray.lab.leaderboard_stats import annotate_leaderboard
 from aar_ray.lab.store import Store, dumps
 from aar_ray.w2s import pgr
 from aar_ray.w2s.trial import Setting, StudentInputs, ceiling, student_inputs, teacher
@@ -59,6 +60,7 @@ class Scorer:
         cut = int(round(cfg.scoring.public_fraction * n_test))
         self.items = {"public": np.sort(perm[:cut]), "private": np.sort(perm[cut:])}
         self._truth: dict[int, dict[str, np.ndarray]] = {}
+        self._annotated: tuple[str, dict[str, dict]] = ("", {})
 
     # ---- set-up ------------------------------------------------------------------------------
 
@@ -242,6 +244,12 @@ class Scorer:
                     continue
                 entry.update(pgr=sc["pgr"], se=sc["se"], per_seed=sc["per_seed"])
             out.append(entry)
+        if part == "private":  # CIs, paired tests against the baseline, Holm over the board
+            key = json.dumps([[e["trial_id"], e["flags"]] for e in out])
+            if self._annotated[0] != key:  # bootstraps are slow: redo only after a change
+                self._annotated = (key, {e["trial_id"]: e for e in
+                                         annotate_leaderboard(self, out)})
+            out = [{**e, **self._annotated[1][e["trial_id"]]} for e in out]
         out.sort(key=lambda e: -e["pgr"])
         return out[:limit]
 

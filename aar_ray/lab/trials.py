@@ -66,22 +66,11 @@ def provenance(cfg: CampaignConfig, method: str, source_path: Path | None = None
 
 
 @ray.remote
-def execute_trial(method: str, params: dict, cfg: CampaignConfig, *inputs) -> list[Any]:
-    """One trial on a worker: predictions per input (seed), from inputs that carry no labels."""
-    from aar_ray.w2s.trial import run_method
-
-    return [run_method(method, params, inp, cfg.student, cfg.finetune) for inp in inputs]
-
-
-@ray.remote
-def execute_custom_trial(source: str, name: str, params: dict, cfg: CampaignConfig,
-                         limits: Any, *inputs) -> list[Any]:
-    """An agent's own method: only ever executed in a sandboxed child of this worker."""
-    from aar_ray.lab.sandbox import run_sandboxed
-
-    return run_sandboxed("aar_ray.lab.custom_methods:run_in_sandbox", source, name, params,
-                         list(inputs), cfg.student, cfg.finetune, limits=limits,
-                         timeout_s=limits.cpu_seconds * 4 + 120)
+def execute_trial(cfg: CampaignConfig, campaign_dir: str, method: str, params: dict,
+                  source: str | None, *inputs) -> list[Any]:
+    """One trial on a worker: predictions per input (seed), from inputs that carry no labels;
+    an agent's own method (its `source`) only ever runs in a sandboxed child."""
+    return custom_methods.run_any(cfg, campaign_dir, method, params, list(inputs), source)
 
 
 class TrialQueue:
@@ -202,8 +191,10 @@ class TrialQueue:
             sql, args = sql + " AND kind=?", args + [kind]
         return [self._view(r) for r in self.store.rows(sql + " ORDER BY seq", tuple(args))]
 
-    async def counts(self) -> dict[str, int]:
-        rows = self.store.rows("SELECT status, COUNT(*) AS n FROM trials GROUP BY status")
+    async def counts(self, kind: str | None = None) -> dict[str, int]:
+        where, args = ("WHERE kind=?", (kind,)) if kind else ("", ())
+        rows = self.store.rows(f"SELECT status, COUNT(*) AS n FROM trials {where} "
+                               "GROUP BY status", args)
         out = {"queued": 0, "running": 0, "done": 0, "error": 0}
         out.update({r["status"]: r["n"] for r in rows})
         return out
@@ -250,19 +241,15 @@ class TrialQueue:
             refs = [self.inputs[s] for s in seeds]
         opts = {"num_cpus": cpus, "num_gpus": res.gpus_per_trial, "max_retries": 0,
                 "name": f"trial-{trial_id}-{row['method']}"}
-        params = json.loads(row["params"])
-        custom = custom_methods.parse_id(row["method"])
+        custom, source = custom_methods.parse_id(row["method"]), None
         if custom:
             source = custom_methods.method_path(self.dir, *custom).read_text()
             if custom_methods.code_hash(source) != json.loads(row["provenance"])["code_hash"]:
                 self._fail(trial_id, "the method's source changed after the trial was queued; "
                                      "run a new trial")
                 return
-            ref = execute_custom_trial.options(**opts).remote(
-                source, custom[1], params, self.cfg,
-                custom_methods.sandbox_limits(self.cfg, self.dir), *refs)
-        else:
-            ref = execute_trial.options(**opts).remote(row["method"], params, self.cfg, *refs)
+        ref = execute_trial.options(**opts).remote(self.cfg, self.dir, row["method"],
+                                                   json.loads(row["params"]), source, *refs)
         self.running[trial_id] = asyncio.get_running_loop().create_task(
             self._finish(trial_id, ref))
         self.store.execute("UPDATE trials SET status='running', started=? WHERE trial_id=?",

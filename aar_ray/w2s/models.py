@@ -57,14 +57,14 @@ def embed_glove(texts: list[str]) -> np.ndarray:
     return out
 
 
-# ---- bag of words (weak on generated tasks): hashed 1-2-gram TF, stateless ------------------
+# ---- bag of words (weak on generated tasks): hashed 1-2-gram counts, stateless --------------
 
 def embed_bow(texts: list[str]):
     from sklearn.feature_extraction.text import HashingVectorizer
 
     # stateless, so features depend on the text alone (no vocabulary fitted on any split)
     vec = HashingVectorizer(ngram_range=(1, 2), n_features=2**18, alternate_sign=False,
-                            norm="l2", sublinear_tf=True)
+                            norm="l2")
     return vec.transform(texts)
 
 

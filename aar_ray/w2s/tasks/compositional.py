@@ -17,14 +17,21 @@ POSITIVE = ["great", "wonderful", "excellent", "delightful", "superb", "fantasti
 NEGATIVE = ["terrible", "awful", "boring", "disappointing", "dreadful", "horrible", "bland",
             "mediocre", "annoying", "dull"]
 
-# (template, how the label follows from the polarity p of the adjective that decides it)
+# (template, whether the label keeps the deciding adjective's polarity). Half the templates
+# flip it through words far from the adjective, paired with look-alikes that do not flip: the
+# label is then an XOR that no linear bag of words can represent, so a bag-of-words teacher
+# errs systematically on them while a sentence encoder can learn the composition.
 TEMPLATES: list[tuple[str, bool]] = [
     ("The {x} was {a}.", True),
     ("The {x} was not {a}.", False),
     ("The {y} was {b}, but the {x} was {a}.", True),
     ("Although the {y} was {b}, the {x} was {a}.", True),
     ("I would never say the {x} was {a}.", False),
-    ("The {x} was far from {a}.", False),
+    ("I would always say the {x} was {a}.", True),
+    ("It is not true that the {x} was {a}.", False),
+    ("It is true that the {x} was {a}.", True),
+    ("Nobody could claim the {x} was {a}.", False),
+    ("Everybody could claim the {x} was {a}.", True),
     ("I expected the {x} to be {a}, and it was.", True),
     ("I expected the {x} to be {a}, but it was not.", False),
 ]
