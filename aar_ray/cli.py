@@ -107,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--root", help="where the red-team campaign directory is created")
     rt.set_defaults(fn=cmd_redteam)
 
+    st = sub.add_parser("status", help="progress of a campaign (its directory, or RAY_ADDRESS)")
+    st.add_argument("campaign_dir", nargs="?", help="default: the live campaign at RAY_ADDRESS")
+    st.add_argument("--address", default=None, help="a Ray cluster (default: RAY_ADDRESS)")
+    st.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    st.add_argument("--interval", type=float, default=2.0)
+    st.set_defaults(fn=cmd_status)
+
+    rp = sub.add_parser("report", help="write one self-contained HTML report of a campaign")
+    rp.add_argument("campaign_dir")
+    rp.add_argument("--out", help="default: CAMPAIGN_DIR/report.html")
+    rp.set_defaults(fn=cmd_report)
+
     a = sub.add_parser("audit", help="re-run a campaign's top methods on held-out settings")
     a.add_argument("campaign_dir")
     a.add_argument("--top", type=int, default=None, help="how many configs (default: config)")
@@ -166,6 +178,22 @@ def cmd_redteam(args: argparse.Namespace) -> int:
     print(format_table(rows))
     bad = [r for r in rows if r["outcome"] in ("NOT STOPPED", "LEAKED")]
     return 1 if bad else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from aar_ray.status import status
+
+    address = args.address or (None if args.campaign_dir else os.environ.get("RAY_ADDRESS"))
+    if not args.campaign_dir and not address:
+        raise ConfigError("give a campaign directory, or --address / RAY_ADDRESS for a live one")
+    return status(args.campaign_dir, address, args.watch, args.interval)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from aar_ray.report import write_report
+
+    print(f"report: {write_report(args.campaign_dir, args.out)}")
+    return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

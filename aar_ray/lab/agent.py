@@ -15,7 +15,7 @@ import ray
 
 from aar_ray.brains import make_brain
 from aar_ray.config import CampaignConfig
-from aar_ray.lab import NAMESPACE
+from aar_ray.lab import NAMESPACE, metrics
 from aar_ray.lab.tools import LabToolbox
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ class Researcher:
                                 queue=queue)
         self.brain = make_brain(cfg, agent_id, direction, index, api_key)
         self.steps, self.finished = 0, False
+        self._last_usage: dict[str, Any] = {}  # usage already reported to the metrics
         state_file = self.workspace / "state.json"
         if state_file.exists():
             state = json.loads(state_file.read_text())
@@ -60,7 +61,21 @@ class Researcher:
             self.steps += 1
             self.finished = not more
             self._save()
+            self._report_usage()
         return self.summary()
+
+    def _report_usage(self) -> None:
+        """Claude token and dollar counters for the dashboard (deltas since the last step)."""
+        usage = getattr(self.brain, "usage", None)
+        if not usage:
+            return
+        last = self._last_usage
+        for key in ("input_tokens", "output_tokens", "cache_read_input_tokens",
+                    "cache_creation_input_tokens"):
+            metrics.tokens(self.agent_id, key.removesuffix("_tokens"),
+                           usage.get(key, 0) - last.get(key, 0))
+        metrics.dollars(self.agent_id, usage.get("dollars", 0.0) - last.get("dollars", 0.0))
+        self._last_usage = dict(usage)
 
     def summary(self) -> dict[str, Any]:
         usage = getattr(self.brain, "usage", None)

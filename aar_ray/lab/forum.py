@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aar_ray.lab import metrics
 from aar_ray.lab.store import Store, dumps
 
 KINDS = ("result", "hypothesis", "insight", "error")
@@ -71,6 +72,7 @@ class Forum:
             " created, flags) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (request_id, author, title.strip(), body, kind, dumps(tags), dumps(cites),
              parent_id, time.time(), dumps(flags)))
+        metrics.forum_post("reply" if parent_id is not None else kind)
         return {"post_id": cur.lastrowid, "flags": flags}
 
     @staticmethod

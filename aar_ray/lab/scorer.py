@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from aar_ray.config import CampaignConfig
+from aar_ray.lab import metrics
 from aar_ray.lab.leaderboard_stats import annotate_leaderboard
 from aar_ray.lab.store import Store, dumps
 from aar_ray.w2s import pgr
@@ -156,6 +157,7 @@ class Scorer:
             " message, flags) VALUES (?,?,?,?,?,?,?,?)",
             (trial_id, agent, time.time(), dumps(public), dumps(private), shown, message,
              dumps(flags)))
+        metrics.submission_scored(agent, self._best_shown(agent))
         return self._feedback(trial_id, shown, message, agent)
 
     def _near_duplicate(self, agent: str, trial_id: str,
@@ -264,6 +266,12 @@ class Scorer:
                             "agent": r["agent"], "public_pgr": r["shown"]}
         return out
 
+    def trial_scores_private(self, trial_id: str) -> dict[str, Any]:
+        """Full private scores of a recorded trial, for the humans' tracker (W&B), never for
+        agents: it is not behind any tool."""
+        preds = self.predictions(trial_id)
+        return self.score(preds, "private") if preds else {}
+
     def predictions(self, trial_id: str) -> dict[int, np.ndarray] | None:
         row = self.store.one("SELECT preds FROM trials WHERE trial_id=?", (trial_id,))
         return None if row is None else _unpack(row["preds"])
@@ -290,6 +298,7 @@ class Scorer:
     def record_event(self, agent: str, trial_id: str, kind: str, detail: str) -> None:
         self.store.execute("INSERT INTO events (at, agent, trial_id, kind, detail) "
                            "VALUES (?,?,?,?,?)", (time.time(), agent, trial_id, kind, detail))
+        metrics.integrity_event(kind)
 
     def events(self) -> list[dict[str, Any]]:
         return self.store.rows("SELECT * FROM events ORDER BY id")

@@ -18,7 +18,7 @@ import jsonschema
 
 from aar_ray.brains.base import ToolResult
 from aar_ray.config import CampaignConfig, ConfigError
-from aar_ray.lab import custom_methods
+from aar_ray.lab import custom_methods, metrics
 
 log = logging.getLogger(__name__)
 MAX_NOTEBOOK = 100_000
@@ -88,6 +88,7 @@ class LabToolbox:
                               "try again shortly", True)
         text = json.dumps(out, default=str)
         self._log(name, args, text, time.perf_counter() - t0)
+        metrics.tool_latency(name, time.perf_counter() - t0)
         return ToolResult(text)
 
     def _log(self, name: str, args: dict[str, Any], result: str, seconds: float) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import ray
 
 from aar_ray.config import CampaignConfig, ConfigError
-from aar_ray.lab import custom_methods
+from aar_ray.lab import custom_methods, metrics, tracking
 from aar_ray.lab.store import Store, dumps
 
 SCHEMA = """
@@ -143,6 +143,7 @@ class TrialQueue:
             (trial_id, seq, agent, kind, method, dumps(params), dumps(seeds), "queued",
              time.time(), dumps(provenance(self.cfg, method, source_path)), parent))
         self.pending[agent].append(trial_id)
+        metrics.queue_length(sum(len(q) for q in self.pending.values()))
         self.wake.set()
         return {"trial_id": trial_id, "status": "queued", "seeds": seeds}
 
@@ -289,15 +290,29 @@ class TrialQueue:
             self.store.execute("UPDATE trials SET status='done', finished=? WHERE trial_id=?",
                                (time.time(), trial_id))
             self.done_event.setdefault(trial_id, asyncio.Event()).set()
+            metrics.trial_finished(row["agent"], row["method"], "done")
+            if row["kind"] != "control":  # one W&B run per trial, off the event loop
+                asyncio.get_running_loop().create_task(self._track(row))
         except Exception as e:  # any failure is the asking agent's error result
             self._fail(trial_id, _short_error(e))
+            metrics.trial_finished(row["agent"], row["method"], "error")
             cause = getattr(e, "cause", None) or e
             if type(cause).__name__ == "SandboxViolation":
                 await self.scorer.record_event.remote(row["agent"], trial_id, cause.event,
                                                       str(cause))
         finally:
             self.running.pop(trial_id, None)
+            metrics.queue_length(sum(len(q) for q in self.pending.values()))
             self.wake.set()
+
+    async def _track(self, row: dict[str, Any]) -> None:
+        """Log the trial to W&B with the scorer's numbers (its private scores)."""
+        scores = await self.scorer.trial_scores_private.remote(row["trial_id"])
+        path = Path(self.dir) / "agents" / row["agent"] / "direction.md"
+        direction = path.read_text().strip() if path.exists() else row["agent"]
+        trial = {**row, "params": json.loads(row["params"]), "seeds": json.loads(row["seeds"])}
+        await asyncio.to_thread(tracking.log_trial, self.cfg.name, self.dir, self.cfg, trial,
+                                direction, scores)
 
 
 def _short_error(e: BaseException) -> str:
