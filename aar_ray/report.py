@@ -34,7 +34,7 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bot
 table{border-collapse:collapse;width:100%;margin:6px 0 10px;font-size:13px}
 th,td{border-bottom:1px solid #eee;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f6f6f6} td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
-tr.baseline td{background:#fff8e1} code{font-size:12px;word-break:break-all}
+tr.baseline td{background:#fff8e1} code{font-size:12px;overflow-wrap:anywhere}
 code.id{white-space:nowrap;word-break:normal}
 .cell{display:inline-block;min-width:2.4em;text-align:center;border-radius:3px}
 .flag{color:#b00020;font-size:12px} .ok{color:#1b5e20}
@@ -201,24 +201,28 @@ def section_header(data: dict[str, Any]) -> str:
                       for k, v in cards) + "</div>")
 
 
+def _interval(value: Any, lo: Any, hi: Any) -> str:
+    return f"{num(value)} <span class=\"muted\">[{num(lo)}, {num(hi)}]</span>"
+
+
 def section_leaderboard(data: dict[str, Any]) -> str:
+    """The private board; the statistics columns appear once the scorer annotates entries
+    (leaderboard_stats: pooled PGR with its CI, ΔPGR vs the baseline, p and Holm's p)."""
     board = data["leaderboard"]
     if not board:
         return "<h2>Leaderboard (private split)</h2><p class=\"muted\">No scored submissions.</p>"
-    has_ci = any("ci_lo" in b or "ci_hi" in b for b in board)
-    has_p = any("p_vs_baseline" in b for b in board)
-    has_holm = any("p_holm" in b for b in board)
+    has = {k: any(k in b for b in board)
+           for k in ("ci_lo", "delta_vs_baseline", "p_vs_baseline", "p_holm")}
     head = ["#", "trial", "agent", "method", "params", "seeds", "PGR", "± SE"]
-    numeric = {0, 5, 6, 7}
-    if has_ci:
-        head.append("95% CI")
-        numeric.add(len(head) - 1)
-    if has_p:
+    if has["ci_lo"]:
+        head.append("pooled PGR [95% CI]")
+    if has["delta_vs_baseline"]:
+        head.append("Δ vs baseline [95% CI]")
+    if has["p_vs_baseline"]:
         head.append("p vs baseline")
-        numeric.add(len(head) - 1)
-    if has_holm:
+    if has["p_holm"]:
         head.append("p (Holm)")
-        numeric.add(len(head) - 1)
+    numeric = {0, *range(5, len(head))}
     head.append("flags")
     rows, classes = [], []
     for i, b in enumerate(board, 1):
@@ -226,18 +230,25 @@ def section_leaderboard(data: dict[str, Any]) -> str:
                e(b["method"]),
                f"<code>{e(json.dumps(b.get('params') or {}, sort_keys=True))}</code>",
                str(len(b.get("seeds") or [])), num(b.get("pgr")), num(b.get("se"))]
-        if has_ci:
-            row.append(f"[{num(b.get('ci_lo'))}, {num(b.get('ci_hi'))}]")
-        if has_p:
+        if has["ci_lo"]:
+            row.append(_interval(b.get("pgr_pooled"), b.get("ci_lo"), b.get("ci_hi")))
+        if has["delta_vs_baseline"]:
+            row.append(_interval(b.get("delta_vs_baseline"), b.get("delta_lo"),
+                                 b.get("delta_hi")))
+        if has["p_vs_baseline"]:
             row.append(num(b.get("p_vs_baseline"), 4))
-        if has_holm:
-            row.append(num(b.get("p_holm"), 4))
+        if has["p_holm"]:
+            holm = num(b.get("p_holm"), 4)
+            row.append(f"<b>{holm}</b> ✓" if b.get("significant") else holm)
         row.append(_flags(b.get("flags")))
         rows.append(row)
         classes.append("baseline" if b["agent"] == "baseline" else "")
-    return ("<h2>Leaderboard (private split)</h2><p class=\"muted\">Every number computed by "
-            "the scorer on the private half of the test split; agents only ever saw rounded "
-            "public scores.</p>" + _table(head, rows, numeric, classes))
+    note = ("Every number computed by the scorer on the private half of the test split; agents "
+            "only ever saw rounded public scores.")
+    if has["p_holm"]:
+        note += " ✓ = better than the baseline after Holm's correction (p &lt; 0.05)."
+    return ("<h2>Leaderboard (private split)</h2><p class=\"muted\">" + note + "</p>"
+            + _table(head, rows, numeric, classes))
 
 
 def svg_progress(series: dict[str, list[tuple[float, float]]], baseline: float | None) -> str:
@@ -390,22 +401,28 @@ def section_events(data: dict[str, Any]) -> str:
 
 
 def section_audit(data: dict[str, Any]) -> str:
+    """audit.json: {"rows": [...], "rule": ...} (lab.audit) or a bare list of rows."""
     audit = data["audit"]
     if audit is None:
         return ""
-    if isinstance(audit, dict):  # tolerate {"rows": [...]} as well as a bare list
-        audit = audit.get("rows") or []
+    rule = audit.get("rule") if isinstance(audit, dict) else None
+    rows_in = (audit.get("rows") or []) if isinstance(audit, dict) else audit
     rows = []
-    for r in audit:
+    for r in rows_in if isinstance(rows_in, list) else []:
         params = r.get("params")
+        lo, hi = r.get("ci_lo", r.get("lo")), r.get("ci_hi", r.get("hi"))
+        vs = ("–" if r.get("delta_vs_vanilla") is None else
+              f"{num(r.get('delta_vs_vanilla'))} (p Holm {num(r.get('p_holm'), 4)})")
         rows.append([e(r.get("method")),
-                     f"<code>{e(json.dumps(params, sort_keys=True) if params else '')}</code>",
-                     e(r.get("setting")), num(r.get("pgr")),
-                     f"[{num(r.get('lo'))}, {num(r.get('hi'))}]", num(r.get("in_lab_pgr")),
-                     num(r.get("delta")), e(r.get("verdict"))])
+                     f"<code>{e(json.dumps(params, sort_keys=True) if params else '{}')}</code>",
+                     e(r.get("setting")), _interval(r.get("pgr"), lo, hi),
+                     num(r.get("in_lab_pgr")), num(r.get("delta")), vs,
+                     f"<b>{e(r.get('verdict'))}</b>"
+                     + (f'<div class="muted">{e(r["note"])}</div>' if r.get("note") else "")])
     return ("<h2>Transfer audit (held-out settings)</h2>"
-            + _table(["method", "params", "setting", "PGR", "interval", "in-lab PGR", "Δ",
-                      "verdict"], rows, {3, 4, 5, 6}))
+            + (f'<p class="muted">{e(rule)}</p>' if rule else "")
+            + _table(["method", "params", "setting", "PGR [95% CI]", "in-lab PGR", "Δ",
+                      "Δ vs vanilla", "verdict"], rows, {3, 4, 5, 6}))
 
 
 def section_costs(data: dict[str, Any]) -> str:

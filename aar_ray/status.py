@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import sys
 import time
@@ -163,6 +164,19 @@ def _loop(render: Callable[[], str], watch: bool, interval: float) -> int:
             return 0
 
 
+def _unreachable(address: str) -> str | None:
+    """Why a GCS `host:port` cannot be reached (None if it can, or the address is not of that
+    form): `ray.init` itself retries an unreachable address for minutes."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as e:
+        return str(e) or type(e).__name__
+    return None
+
+
 def status(campaign_dir: str | None, address: str | None, watch: bool = False,
            interval: float = 2.0) -> int:
     """Print progress once, or every `interval` seconds until Ctrl-C with `watch`. Reads the
@@ -183,6 +197,10 @@ def status(campaign_dir: str | None, address: str | None, watch: bool = False,
 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # NOTES-ray §9.1
         started = not ray.is_initialized()
+        problem = _unreachable(address) if started else None
+        if problem:
+            print(f"aar status: cannot connect to Ray at {address}: {problem}", file=sys.stderr)
+            return 1
         if started:
             try:
                 ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -60,6 +61,18 @@ def test_metric_functions_are_noops_without_ray():
     metrics.tool_latency("run_trial", 0.1)
     metrics.queue_length(2)
     assert not ray.is_initialized() and time.time() - t0 < 1
+
+
+def test_status_without_a_campaign_or_cluster(capsys, monkeypatch):
+    if ray.is_initialized():
+        pytest.skip("Ray is initialised in this process")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert status(None, None) == 2
+    assert "give a campaign directory" in capsys.readouterr().err
+    t0 = time.time()
+    assert status(None, "127.0.0.1:1") == 1  # nothing listens: fail fast, no Ray retries
+    assert "cannot connect to Ray at 127.0.0.1:1" in capsys.readouterr().err
+    assert time.time() - t0 < 10 and not ray.is_initialized()
 
 
 # ---- a real cluster --------------------------------------------------------------------------
@@ -149,7 +162,9 @@ def live_campaign(connected, small_setting, fast_student, cache_dir, tmp_path_fa
     if proc.poll() is None:
         proc.kill()
     out = proc.communicate()[0]
-    return {"rc": proc.returncode, "out": out, "views": views, "samples": samples}
+    dirs = list((tmp / "runs").glob("live-*"))
+    return {"rc": proc.returncode, "out": out, "views": views, "samples": samples,
+            "dir": dirs[0] if dirs else None}
 
 
 @pytest.mark.ray
@@ -169,7 +184,6 @@ def test_status_of_live_actors(live_campaign, connected, capsys):
 
 @pytest.mark.ray
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="lab hooks not wired yet")
 def test_campaign_exports_lab_metrics(live_campaign, connected):
     """The lab's own calls (not the probe above): series labelled with the campaign's agents."""
     assert live_campaign["rc"] == 0, live_campaign["out"][-3000:]
@@ -185,6 +199,19 @@ def test_campaign_exports_lab_metrics(live_campaign, connected):
                                  lambda s: "ray_aar_trials_total" in lab_series(s), timeout=15))
     assert {"ray_aar_trials_total", "ray_aar_submissions_total",
             "ray_aar_forum_posts_total"} <= found, sorted(found)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_campaign_logs_one_wandb_run_per_trial(live_campaign):
+    """The queue logs every finished trial (not the teacher-use controls) to W&B, offline."""
+    d = live_campaign["dir"]
+    assert live_campaign["rc"] == 0 and d is not None, live_campaign["out"][-3000:]
+    with sqlite3.connect(d / "trials.sqlite") as db:
+        done = {r[0] for r in db.execute("SELECT trial_id FROM trials WHERE status='done' "
+                                         "AND kind != 'control'")}
+    runs = {read_run(p)["name"] for p in (d / "wandb").glob("offline-run-*")}
+    assert done and runs == done
 
 
 # ---- W&B -------------------------------------------------------------------------------------

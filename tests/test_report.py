@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from aar_ray import status as status_module
 from aar_ray.config import BudgetConfig, CampaignConfig, ScoringConfig
 from aar_ray.lab import forum as forum_mod
 from aar_ray.lab import scorer as scorer_mod
@@ -46,10 +47,12 @@ def campaign_dir(small_setting, fast_student, cache_dir, tmp_path_factory) -> Pa
         "INSERT INTO events (at, agent, trial_id, kind, detail) VALUES (?,?,?,?,?)",
         (time.time(), "agent-1", "t-none", "near_duplicate", "<script>x()</script>"))
     top = summary["leaderboard"][0]
-    (d / "audit.json").write_text(json.dumps([
-        {"method": top["method"], "params": top["params"], "setting": "tweet_pairs:glove50->"
-         "minilm", "pgr": 0.21, "lo": 0.1, "hi": 0.33, "in_lab_pgr": top["pgr"],
-         "delta": 0.21 - top["pgr"], "verdict": "transfers"}]))
+    (d / "audit.json").write_text(json.dumps({  # the shape lab.audit writes
+        "rule": "<i>transfers</i> when the CI excludes 0", "rows": [
+            {"method": top["method"], "params": top["params"],
+             "setting": "tweet_pairs:glove50->minilm", "pgr": 0.21, "ci_lo": 0.1, "ci_hi": 0.33,
+             "in_lab_pgr": top["pgr"], "delta": 0.21 - top["pgr"], "delta_vs_vanilla": 0.05,
+             "p_holm": 0.2, "verdict": "transfers", "note": ""}]}))
     return d
 
 
@@ -71,6 +74,7 @@ def test_report_sections_and_escaping(campaign_dir):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert "url(" not in page
     assert "claims PGR 0.99" in page  # the forum's flag on the unsupported claim
+    assert "&lt;i&gt;transfers&lt;/i&gt;" in page and "[0.100, 0.330]" in page  # audit
 
 
 def test_report_without_summary_reads_the_databases(campaign_dir, tmp_path):
@@ -90,13 +94,25 @@ def test_report_without_summary_reads_the_databases(campaign_dir, tmp_path):
                      p_holm=0.03)
     page = render(data)
     assert "95% CI" in page and "p (Holm)" in page and "p vs baseline" in page
+    data["audit"] = [{"method": "vanilla", "setting": "s", "pgr": 0.3, "lo": 0.25, "hi": 0.35,
+                      "verdict": "transfers"}]  # a bare list of rows, as first specified
+    assert "[0.250, 0.350]" in render(data)
 
 
-def test_status_of_a_campaign_directory(campaign_dir, capsys):
+def test_status_of_a_campaign_directory(campaign_dir, capsys, monkeypatch):
     assert status(str(campaign_dir), None, watch=False, interval=1) == 0
     out = capsys.readouterr().out
     assert "agent-0" in out and "agent-1" in out and "public leaderboard" in out
     assert re.search(r"\d+ done", out)
+
+    def ctrl_c(_seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(status_module.time, "sleep", ctrl_c)
+    assert status(str(campaign_dir), None, watch=True, interval=1) == 0  # Ctrl-C ends a watch
+    out = capsys.readouterr().out
+    assert out.startswith("\033[H\033[2J") and "agent-0" in out
+    monkeypatch.undo()
     assert status(str(campaign_dir / "nope"), None, watch=False, interval=1) == 1
     assert "not a campaign directory" in capsys.readouterr().err
 

@@ -115,8 +115,10 @@ class OfflineBrain:
         self.s["results"].append({**p, "pgr": shown})
         if shown is not None and (self.s["best"] is None or shown > self.s["best"]["pgr"]):
             self.s["best"] = {**p, "pgr": shown}
-        # (1+1)-ES step size: widen the local search after a success, narrow it after a miss
-        self.s["sigma"] = min(0.3, self.s["sigma"] * 1.5) if shown is not None \
+        # (1+1)-ES step size: widen the local search after a success or when the scorer saw
+        # no real change (a near-duplicate), narrow it after a miss
+        widen = shown is not None or "near-duplicate" in str(fb.get("message", ""))
+        self.s["sigma"] = min(0.3, self.s["sigma"] * 1.5) if widen \
             else max(0.03, self.s["sigma"] * 0.8)
         verdict = (f"public PGR {shown} (scorer), my new best" if shown is not None else
                    "no new best: the scorer withheld the score (below my best by the margin)")

@@ -88,13 +88,8 @@ def start_lab(cfg: CampaignConfig, campaign_dir: Path, with_agents: bool = True)
     d = str(campaign_dir)
     scorer = create("scorer", ScorerActor, d, cfg)
     prepared = ray.get(scorer.prepare.remote())
-    # returned refs are owned by this driver, so the inputs outlive any actor restart
-    inputs = {seed: scorer.student_inputs.remote(seed) for seed in cfg.seeds}
-    control = {seed: [scorer.student_inputs.remote(seed, r) for r in range(2)]
-               for seed in cfg.seeds}
     forum = create("forum", ForumActor, d)
-    queue = create("trials", TrialQueueActor, d, cfg, inputs, control, scorer,
-                   secrets("WANDB_API_KEY"))
+    queue = create("trials", TrialQueueActor, d, cfg, scorer, secrets("WANDB_API_KEY"))
     specs = [(f"agent-{i}", direction, i) for i, direction in enumerate(directions(cfg))
              if with_agents]
     k = cfg.resources.agents_per_actor

@@ -74,13 +74,12 @@ def execute_trial(cfg: CampaignConfig, campaign_dir: str, method: str, params: d
 
 
 class TrialQueue:
-    def __init__(self, campaign_dir: str, cfg: CampaignConfig, inputs: dict[int, Any],
-                 control_inputs: dict[int, list[Any]], scorer: Any,
+    def __init__(self, campaign_dir: str, cfg: CampaignConfig, scorer: Any,
                  secrets: dict[str, Any] | None = None) -> None:
         self.cfg, self.dir = cfg, campaign_dir
-        # seed -> ObjectRef of StudentInputs (owned by the campaign driver); the control's
-        # inputs carry shuffled teacher labels, two shuffles per seed
-        self.inputs, self.control_inputs = inputs, control_inputs
+        # (seed, shuffle) -> ObjectRef of StudentInputs from the scorer, owned by this actor so
+        # a restarted queue simply asks again; shuffle 0/1 = the teacher-use control's labels
+        self._inputs: dict[tuple[int, int | None], Any] = {}
         for name, ref in (secrets or {}).items():  # W&B reads its key from the environment
             os.environ[name] = ray.get(ref)
         self.scorer = scorer
@@ -237,9 +236,9 @@ class TrialQueue:
         cpus = 0 if self.cfg.student.mode == "finetune" else res.cpus_per_trial
         seeds = json.loads(row["seeds"])
         if row["kind"] == "control":
-            refs = [r for s in seeds for r in self.control_inputs[s]]
+            refs = [self._input(s, r) for s in seeds for r in range(2)]
         else:
-            refs = [self.inputs[s] for s in seeds]
+            refs = [self._input(s) for s in seeds]
         opts = {"num_cpus": cpus, "num_gpus": res.gpus_per_trial, "max_retries": 0,
                 "name": f"trial-{trial_id}-{row['method']}"}
         custom, source = custom_methods.parse_id(row["method"]), None
@@ -255,6 +254,11 @@ class TrialQueue:
             self._finish(trial_id, ref))
         self.store.execute("UPDATE trials SET status='running', started=? WHERE trial_id=?",
                            (time.time(), trial_id))
+
+    def _input(self, seed: int, shuffle: int | None = None) -> Any:
+        if (seed, shuffle) not in self._inputs:
+            self._inputs[seed, shuffle] = self.scorer.student_inputs.remote(seed, shuffle)
+        return self._inputs[seed, shuffle]
 
     def _fail(self, trial_id: str, error: str) -> None:
         self.store.execute("UPDATE trials SET status='error', error=?, finished=? WHERE "

@@ -82,35 +82,53 @@ def minilm_path() -> str:
 
 
 @functools.cache
-def _encoder(path: str, layers: int):
+def _encoder(path: str, layers: int, config_fn: Callable[[], Any] | None = None):
+    """Tokenizer and model, on the GPU when there is one. With `config_fn`: random weights of
+    that architecture (seeded), so CPU tests run the exact code path of a hub model."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if os.path.isdir(path):  # a packaged model: never ask the hub about it
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).eval()
-    if layers:  # a truncated encoder: a genuinely weaker model from the same weights
-        model.encoder.layer = torch.nn.ModuleList(model.encoder.layer[:layers])
-    return tok, model
+    # right padding: a decoder's real tokens keep positions 0..n-1 and never attend to padding,
+    # so a text's features do not depend on its batch; Qwen tokenizers may lack a pad token
+    tok.padding_side = "right"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    if config_fn is None:
+        model = AutoModel.from_pretrained(path)
+    else:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = AutoModel.from_config(config_fn())
+    model.config.use_cache = False  # decoders: no KV cache for a single forward pass
+    if layers:  # a truncated model: a genuinely weaker model from the same weights
+        owner, attr = (model.encoder, "layer") if hasattr(model, "encoder") else (model, "layers")
+        setattr(owner, attr, torch.nn.ModuleList(getattr(owner, attr)[:layers]))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return tok, model.to(device).eval()
 
 
 def sentence_embedder(path_fn: Callable[[], str], layers: int = 0, max_length: int = 128,
-                      batch_size: int = 64) -> Callable[[list[str]], np.ndarray]:
+                      batch_size: int = 64, config_fn: Callable[[], Any] | None = None
+                      ) -> Callable[[list[str]], np.ndarray]:
+    """Mean-pooled, L2-normalised last hidden states of an encoder or a decoder."""
     def embed(texts: list[str]) -> np.ndarray:
         import torch
 
-        tok, model = _encoder(path_fn(), layers)
+        tok, model = _encoder(path_fn(), layers, config_fn)
         out = np.zeros((len(texts), model.config.hidden_size), np.float32)
         order = np.argsort([len(t) for t in texts])  # similar lengths per batch: less padding
         with torch.inference_mode():
             for i in range(0, len(texts), batch_size):
                 idx = order[i:i + batch_size]
                 batch = tok([texts[j] for j in idx], padding=True, truncation=True,
-                            max_length=max_length, return_tensors="pt")
-                hidden = model(**batch).last_hidden_state
+                            max_length=max_length, return_tensors="pt").to(model.device)
+                hidden = model(**batch).last_hidden_state.float()
                 mask = batch["attention_mask"].unsqueeze(-1).float()
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                out[idx] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+                out[idx] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
         return out
 
     return embed
@@ -134,9 +152,18 @@ MODELS.add("minilm", ModelSpec("minilm", "all-MiniLM-L6-v2, 22M params (strong d
                                sentence_embedder(minilm_path), hf_path=minilm_path))
 MODELS.add("minilm_l1", ModelSpec("minilm_l1", "all-MiniLM-L6-v2 cut to its first layer (weak)",
                                   sentence_embedder(minilm_path, layers=1)))
-MODELS.add("qwen1.5-0.5b-chat", ModelSpec("qwen1.5-0.5b-chat", "the seed's weak teacher (hub)",
-                                          None, hf_path=lambda: "Qwen/Qwen1.5-0.5B-Chat"))
+MODELS.add("qwen1.5-0.5b-chat", ModelSpec(
+    "qwen1.5-0.5b-chat", "the seed's weak teacher (hub): mean-pooled last hidden states",
+    sentence_embedder(lambda: "Qwen/Qwen1.5-0.5B-Chat", max_length=512, batch_size=16),
+    hf_path=lambda: "Qwen/Qwen1.5-0.5B-Chat"))
 MODELS.add("qwen3-4b-base", ModelSpec("qwen3-4b-base", "the seed's strong student (hub)", None,
                                       hf_path=lambda: "Qwen/Qwen3-4B-Base"))
+MODELS.add("qwen3-1.7b-base", ModelSpec("qwen3-1.7b-base", "a second strong student (hub; "
+                                        "held-out model pair)", None,
+                                        hf_path=lambda: "Qwen/Qwen3-1.7B-Base"))
 MODELS.add("tiny-qwen3", ModelSpec("tiny-qwen3", "random 2-layer Qwen3 from a config (tests)",
                                    None, hf_path=minilm_path, tiny_config=_tiny_qwen3_config))
+# the weak teacher's code path (a decoder's features) on the tiny random Qwen3, for CPU tests
+MODELS.add("tiny-qwen3-weak", ModelSpec(
+    "tiny-qwen3-weak", "random 2-layer Qwen3 features, as qwen1.5-0.5b-chat computes them (tests)",
+    sentence_embedder(minilm_path, max_length=64, batch_size=4, config_fn=_tiny_qwen3_config)))

@@ -89,7 +89,7 @@ def load_task(name: str, max_examples: int = 0) -> TaskData:
 
 
 def _register_builtins() -> None:
-    from aar_ray.w2s.tasks import compositional, tweet_pairs, tweets  # noqa: F401
+    from aar_ray.w2s.tasks import compositional, hub, tweet_pairs, tweets  # noqa: F401
 
 
 _register_builtins()
