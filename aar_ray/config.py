@@ -170,6 +170,7 @@ class ResourcesConfig:
     gpus_per_trial: float = 0.0
     max_concurrent_trials: int = 0  # 0 = as many as the cluster's CPUs allow
     agents_per_actor: int = 1  # >1 packs several agents into one actor process (large fleets)
+    scorer_gpus: float = 0.0  # the scorer embeds texts and trains the ceiling: a GPU with LLMs
     sandbox_cpu_seconds: int = 300  # limits for agents' own methods, run in the sandbox
     sandbox_memory_mb: int = 8192
 

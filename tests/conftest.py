@@ -70,7 +70,10 @@ def cluster():
     Stopping: SIGTERM to `ray start` alone, which drains the node and stops what it started
     (≈2 s; signalling the whole group kills the GCS first and the drain then waits 30 s), then
     SIGKILL to anything left in the group. Never `ray stop`: it kills every cluster here."""
-    ports = {k: free_port() for k in ("gcs", "dashboard", "metrics", "client")}
+    # every port explicit: a default one (e.g. the agent's 52365) may be held by another
+    # Ray on this machine, and then job submission fails with "No available agent"
+    ports = {k: free_port() for k in ("gcs", "dashboard", "metrics", "client", "agent_http",
+                                      "agent_grpc", "runtime_env")}
     env = {**os.environ, "RAY_AUTH_MODE": "disabled",
            "PATH": f"{RAY_BIN}:{os.environ['PATH']}"}
     # short and unique: Ray's socket paths have a length limit
@@ -79,7 +82,10 @@ def cluster():
         [str(RAY_BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
          f"--port={ports['gcs']}", f"--dashboard-port={ports['dashboard']}",
          "--dashboard-host=127.0.0.1", f"--metrics-export-port={ports['metrics']}",
-         f"--ray-client-server-port={ports['client']}", "--num-cpus=2",
+         f"--ray-client-server-port={ports['client']}",
+         f"--dashboard-agent-listen-port={ports['agent_http']}",
+         f"--dashboard-agent-grpc-port={ports['agent_grpc']}",
+         f"--runtime-env-agent-port={ports['runtime_env']}", "--num-cpus=2",
          f"--temp-dir={temp}", "--disable-usage-stats"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
@@ -93,7 +99,10 @@ def cluster():
     address = f"http://127.0.0.1:{ports['dashboard']}"
     deadline = time.time() + 90
     while time.time() < deadline and head.poll() is None:
-        if any("Ray runtime started" in line for line in log) and _up(f"{address}/api/jobs/"):
+        # the head's agent registers right after its HTTP server is up; jobs need it
+        if (any("Ray runtime started" in line for line in log)
+                and _up(f"{address}/api/gcs_healthz")
+                and _up(f"http://127.0.0.1:{ports['agent_http']}/api/local_raylet_healthz")):
             break
         time.sleep(0.3)
     else:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from aar_ray.config import BudgetConfig, CampaignConfig, save_campaign
+from aar_ray.config import BudgetConfig, CampaignConfig, SettingConfig, save_campaign
 from aar_ray.lab import NAMESPACE
 from aar_ray.lab.campaign import run_campaign
 
@@ -55,6 +55,7 @@ def _db(path: Path, sql: str) -> list[tuple]:
 def test_campaign_survives_killed_actors(local_ray, small_setting, fast_student, cache_dir,
                                          tmp_path):
     cfg = tiny_config(small_setting, fast_student, cache_dir, tmp_path, trials=4)
+    cfg.audit.settings = HELD_OUT
     result: dict = {}
     runner = threading.Thread(target=lambda: result.update(run_campaign(cfg, progress=False)))
     runner.start()
@@ -84,6 +85,28 @@ def test_campaign_survives_killed_actors(local_ray, small_setting, fast_student,
     board = result["leaderboard"]
     assert board == sorted(board, key=lambda e: -e["pgr"])
     assert {e["trial_id"] for e in board} == scored  # only the scorer's own records
+    assert_held_out_invisible(d)
+
+
+HELD_OUT = [SettingConfig(task="compositional", weak="bow", strong="minilm_l1"),
+            SettingConfig(task="tweet_pairs", weak="glove50", strong="minilm_l1")]
+
+
+def assert_held_out_invisible(campaign_dir: Path) -> None:
+    """The audit's held-out settings never reach an agent: not in any tool result, tool
+    schema, forum post or the Claude prompt (they live only in the trusted config)."""
+    from aar_ray.brains.claude import load_prompt
+    from aar_ray.lab.tools import TOOLS
+
+    assert "compositional" in (campaign_dir / "config.yaml").read_text()  # declared...
+    seen = [json.dumps([t.description, t.schema]) for t in TOOLS.values()] + [load_prompt()]
+    for f in (campaign_dir / "agents").glob("*/tool_calls.jsonl"):
+        seen += [json.loads(line)["result"] for line in f.read_text().splitlines()]
+    seen += [json.dumps(r) for r in _db(campaign_dir / "forum.sqlite", "SELECT * FROM posts")]
+    assert len(seen) > 20
+    for text in seen:  # ...but never shown
+        for secret in ("compositional", "tweet_pairs", "bow->", "minilm_l1->"):
+            assert secret not in text, f"held-out setting {secret!r} leaked: {text[:200]}"
 
 
 def _aar(*args, env):

@@ -86,7 +86,7 @@ class Lab:
 
 def start_lab(cfg: CampaignConfig, campaign_dir: Path, with_agents: bool = True) -> Lab:
     d = str(campaign_dir)
-    scorer = create("scorer", ScorerActor, d, cfg)
+    scorer = create("scorer", ScorerActor, d, cfg, num_gpus=cfg.resources.scorer_gpus)
     prepared = ray.get(scorer.prepare.remote())
     forum = create("forum", ForumActor, d)
     queue = create("trials", TrialQueueActor, d, cfg, scorer, secrets("WANDB_API_KEY"))
