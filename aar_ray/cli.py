@@ -135,13 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import signal
-
     from aar_ray.config import load_campaign
     from aar_ray.lab.campaign import format_leaderboard, run_campaign
 
-    # a stopped campaign shuts Ray down cleanly; `aar run --resume DIR` continues it
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     cfg = None
     if args.config:
         cfg = load_campaign(args.config)

@@ -158,7 +158,7 @@ def live_campaign(connected, small_setting, fast_student, cache_dir, tmp_path_fa
             pass
         samples.update({(n, tuple(sorted(lab.items()))): v
                         for n, lab, v in scrape(connected["metrics"])})
-        time.sleep(2)
+        time.sleep(1)  # the cluster exports every second; a dead worker's gauges age out
     if proc.poll() is None:
         proc.kill()
     out = proc.communicate()[0]
@@ -245,10 +245,19 @@ def wandb_records(path: Path) -> list:
     return out
 
 
-def read_run(run_dir: Path) -> dict:
-    """group, job_type, name, id, config and summary of an offline run, as wandb stored them."""
+def read_run(run_dir: Path, timeout: float = 10.0) -> dict:
+    """group, job_type, name, id, config and summary of an offline run, as wandb stored them.
+    `run.finish()` returns before wandb-core has flushed the file (seen under load: only the
+    7-byte header right after finish), so wait for the run and summary records."""
+    deadline = time.time() + timeout
+    while True:
+        records = wandb_records(next(run_dir.glob("run-*.wandb")))
+        kinds = {r.WhichOneof("record_type") for r in records}
+        if {"run", "summary"} <= kinds or time.time() > deadline:
+            break
+        time.sleep(0.1)
     out: dict = {"config": {}, "summary": {}}
-    for r in wandb_records(next(run_dir.glob("run-*.wandb"))):
+    for r in records:
         kind = r.WhichOneof("record_type")
         if kind == "run":
             out.update(id=r.run.run_id, group=r.run.run_group, job_type=r.run.job_type,

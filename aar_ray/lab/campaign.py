@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +137,10 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
         campaign_dir = new_campaign_dir(cfg)
         save_campaign(cfg, campaign_dir / "config.yaml")
     started = init_ray(cfg)
+    if threading.current_thread() is threading.main_thread():
+        # after ray.init, whose own SIGTERM handler aborts: a stopped campaign shuts Ray down
+        # cleanly instead, and `aar run --resume DIR` continues it
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         lab = start_lab(cfg, campaign_dir)
         run_baseline(lab)
@@ -154,6 +160,10 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
     finally:
         if started:
             ray.shutdown()
+
+
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def summarise(lab: Lab, seconds: float) -> dict[str, Any]:

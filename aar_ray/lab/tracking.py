@@ -34,10 +34,21 @@ def _mode(cfg: CampaignConfig) -> str:
     if env == "dryrun":
         env = "offline"
     mode = env if env in MODES else cfg.wandb.mode
-    if mode == "online" and not os.environ.get("WANDB_API_KEY"):
-        log.warning("wandb: mode online but WANDB_API_KEY is not set; logging offline")
+    if mode == "online" and not _has_credentials():
+        log.warning("wandb: mode online but no WANDB_API_KEY (or `wandb login`); logging offline")
         mode = "offline"
     return mode
+
+
+def _has_credentials() -> bool:
+    """An API key in the environment, or one that `wandb login` stored in ~/.netrc."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in netrc.read_text() or bool(os.environ.get("WANDB_BASE_URL"))
+    except OSError:
+        return bool(os.environ.get("WANDB_BASE_URL"))
 
 
 def _flat_params(params: dict[str, Any], prefix: str = "param.") -> dict[str, Any]:
