@@ -210,8 +210,9 @@ def test_campaign_logs_one_wandb_run_per_trial(live_campaign):
     with sqlite3.connect(d / "trials.sqlite") as db:
         done = {r[0] for r in db.execute("SELECT trial_id FROM trials WHERE status='done' "
                                          "AND kind != 'control'")}
-    runs = {read_run(p)["name"] for p in (d / "wandb").glob("offline-run-*")}
-    assert done and runs == done
+    runs = [read_run(p, timeout=2) for p in sorted((d / "wandb").glob("offline-run-*"))]
+    assert done and {r.get("name") for r in runs} == done, (
+        f"trials without a complete W&B run: {done - {r.get('name') for r in runs}}")
 
 
 # ---- W&B -------------------------------------------------------------------------------------

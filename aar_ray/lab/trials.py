@@ -87,6 +87,7 @@ class TrialQueue:
         self.pending: dict[str, deque[str]] = defaultdict(deque)
         self.running: dict[str, asyncio.Task] = {}
         self.wake = asyncio.Event()
+        self.tracking: set[asyncio.Task] = set()  # W&B logging still in flight
         self.done_event: dict[str, asyncio.Event] = {}
         for r in self.store.rows("SELECT trial_id, agent FROM trials WHERE status IN "
                                  "('queued','running') ORDER BY seq"):
@@ -206,6 +207,7 @@ class TrialQueue:
         while time.time() < end:
             c = await self.counts()
             if c["queued"] == 0 and c["running"] == 0:
+                await asyncio.gather(*self.tracking, return_exceptions=True)
                 return c
             await asyncio.sleep(0.2)
         return await self.counts()
@@ -296,7 +298,9 @@ class TrialQueue:
             self.done_event.setdefault(trial_id, asyncio.Event()).set()
             metrics.trial_finished(row["agent"], row["method"], "done")
             if row["kind"] != "control":  # one W&B run per trial, off the event loop
-                asyncio.get_running_loop().create_task(self._track(row))
+                task = asyncio.get_running_loop().create_task(self._track(row))
+                self.tracking.add(task)
+                task.add_done_callback(self.tracking.discard)
         except Exception as e:  # any failure is the asking agent's error result
             self._fail(trial_id, _short_error(e))
             metrics.trial_finished(row["agent"], row["method"], "error")
@@ -315,8 +319,8 @@ class TrialQueue:
         path = Path(self.dir) / "agents" / row["agent"] / "direction.md"
         direction = path.read_text().strip() if path.exists() else row["agent"]
         trial = {**row, "params": json.loads(row["params"]), "seeds": json.loads(row["seeds"])}
-        await asyncio.to_thread(tracking.log_trial, self.cfg.name, self.dir, self.cfg, trial,
-                                direction, scores)
+        await asyncio.to_thread(tracking.log_trial, Path(self.dir).name, self.dir, self.cfg,
+                                trial, direction, scores)
 
 
 def _short_error(e: BaseException) -> str:
