@@ -197,7 +197,7 @@ def test_agents_own_method_is_audited_from_its_source_in_the_sandbox(
     from aar_ray.w2s.trial import Setting, student_inputs
 
     source = custom_methods.TEMPLATE
-    info = custom_methods.save(tmp_path, "a", "mine", source)
+    info = custom_methods.save(tmp_path, "a", "mine", source, builtin=set())
     prov = {"code_hash": info["code_hash"]}
     assert audit_mod.resolve_method(tmp_path, "custom:a/mine", prov) == ("custom:a/mine", False)
     custom_methods.method_path(tmp_path, "a", "mine").write_text(source + "\n# edited\n")

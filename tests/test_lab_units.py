@@ -234,3 +234,14 @@ def test_offline_brain_state_round_trips():
     b = OfflineBrain("agent-1", "ensembles", BudgetConfig(trials_per_agent=6), seed=1)
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
     assert b._choose() == a._choose()
+
+
+def test_agent_processes_do_not_import_torch():
+    """A fleet of agent actors must stay light (≈ 55 MB each, not ≈ 200 MB): the method
+    catalog comes from the trial queue, so nothing on an agent's import path loads torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, aar_ray.lab.agent, aar_ray.lab.tools, aar_ray.brains.offline, "
+            "aar_ray.brains.claude; sys.exit(int('torch' in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -15,14 +15,16 @@ from aar_ray.w2s.trial import Setting, run_method, student_inputs
 DEFAULT = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "embedded.yaml"
 
 
-def _timed_method(method, inputs, student):
+def _timed_trial(method, student, *inputs):
+    """A trial as the queue runs it (every seed in one task), timing only the compute."""
     import resource as r
     import time as t
 
     from aar_ray.w2s.trial import run_method as rm
 
     t0 = t.perf_counter()
-    rm(method, None, inputs, student)
+    for inp in inputs:
+        rm(method, None, inp, student)
     return t.perf_counter() - t0, r.getrusage(r.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -31,15 +33,19 @@ def run() -> tuple[str, list[dict]]:
 
     cfg = load_campaign(DEFAULT)
     rows = []
-    # first-time extraction, in a fresh cache
-    texts = Setting.load(cfg.setting).data.texts[:500]
+    # first-time extraction, in a fresh cache: loading the model, then 1,000 new texts
+    texts = Setting.load(cfg.setting).data.texts
     with tempfile.TemporaryDirectory() as tmp:
         for model in ("glove50", "minilm"):
             t0 = time.perf_counter()
-            features.embed(model, texts, Path(tmp))
+            features.embed(model, texts[:8], Path(tmp))
+            rows.append({"measure": f"load {model}", "value": time.perf_counter() - t0,
+                         "unit": "s (once per process)", "target": ""})
+            t0 = time.perf_counter()
+            features.embed(model, texts[8:1008], Path(tmp))
             rows.append({"measure": f"first-time features, {model}",
-                         "value": (time.perf_counter() - t0) * 1000 / len(texts),
-                         "unit": "s / 1k texts", "target": ""})
+                         "value": time.perf_counter() - t0, "unit": "s / 1k texts",
+                         "target": ""})
     # a warm head trial on the default setting (3 seeds as in the campaign, and 1 seed)
     s = Setting.load(cfg.setting)
     inputs = [student_inputs(s, seed) for seed in cfg.seeds]  # computes or loads the cache
@@ -48,23 +54,23 @@ def run() -> tuple[str, list[dict]]:
         run_method(method, None, inputs[0], cfg.student)
         rows.append({"measure": f"warm head trial, 1 seed, {method}",
                      "value": time.perf_counter() - t0, "unit": "s", "target": "≤ 2"})
-    # orchestration share: the same batch of trials as Ray tasks on 2 CPUs
+    # orchestration share: a batch of campaign-shaped trials (every seed) as Ray tasks
     batch = ["vanilla", "aux_confidence", "confidence_filter", "bootstrap", "soft_labels",
-             "label_smoothing", "info_max", "self_training"] * 2
+             "label_smoothing", "info_max", "self_training"]
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        timed = ray.remote(num_cpus=1)(_timed_method)
+        timed = ray.remote(num_cpus=1)(_timed_trial)
         refs = [ray.put(x) for x in inputs]
-        ray.get([timed.remote("vanilla", refs[0], cfg.student) for _ in range(2)])  # warm up
+        ray.get([timed.remote("vanilla", cfg.student, refs[0]) for _ in range(2)])  # warm up
         t0 = time.perf_counter()
-        out = ray.get([timed.remote(m, refs[i % len(refs)], cfg.student)
-                       for i, m in enumerate(batch)])
+        out = ray.get([timed.remote(m, cfg.student, *refs) for m in batch])
         wall = time.perf_counter() - t0
     finally:
         ray.shutdown()
     compute = sum(c for c, _ in out)
     share = 1 - compute / (2 * wall)
-    rows.append({"measure": f"Ray orchestration share, batch of {len(batch)} trials on 2 CPUs",
+    rows.append({"measure": f"Ray orchestration share, batch of {len(batch)} trials "
+                            f"× {len(inputs)} seeds on 2 CPUs",
                  "value": share, "unit": "fraction of CPU-slot time", "target": "≤ 0.10"})
     rows.append({"measure": "peak RSS, trial worker", "value": max(m for _, m in out),
                  "unit": "MiB", "target": ""})

@@ -47,13 +47,11 @@ def parse_id(method: str) -> tuple[str, str] | None:
     return agent, name
 
 
-def check_source(name: str, source: str) -> None:
+def check_source(name: str, source: str, builtin: set[str]) -> None:
     """Static checks only: the source is never executed outside the sandbox."""
-    from aar_ray.w2s.methods import METHODS
-
     if not NAME.match(name):
         raise ConfigError(f"method name {name!r}: use 2-40 lowercase letters, digits or _")
-    if name in METHODS:
+    if name in builtin:
         raise ConfigError(f"method name {name!r} is a built-in; choose another")
     if len(source) > MAX_SOURCE:
         raise ConfigError(f"method source is {len(source)} characters; at most {MAX_SOURCE}")
@@ -73,8 +71,9 @@ def method_path(campaign_dir: str | Path, agent: str, name: str) -> Path:
     return Path(campaign_dir) / "agents" / agent / "methods" / f"{name}.py"
 
 
-def save(campaign_dir: str | Path, agent: str, name: str, source: str) -> dict[str, Any]:
-    check_source(name, source)
+def save(campaign_dir: str | Path, agent: str, name: str, source: str,
+         builtin: set[str]) -> dict[str, Any]:
+    check_source(name, source, builtin)
     path = method_path(campaign_dir, agent, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(source)

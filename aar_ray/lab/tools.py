@@ -60,6 +60,7 @@ class LabToolbox:
         self.forum, self.scorer, self.queue = forum, scorer, queue
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.calls = 0
+        self._catalog: dict[str, dict[str, Any]] | None = None
 
     def schemas(self) -> list[dict[str, Any]]:
         return [{"name": t.name, "description": t.description, "input_schema": t.schema}
@@ -115,24 +116,30 @@ class LabToolbox:
         # stable across a retried call after an actor restart: the forum drops the duplicate
         return f"{self.agent_id}:{self.calls}:{int(time.time() // 60)}"
 
-    def list_methods(self) -> Any:
-        from aar_ray.w2s.methods import METHODS, describe
+    def catalog(self) -> dict[str, dict[str, Any]]:
+        if self._catalog is None:
+            self._catalog = call(self.queue, "method_catalog")
+        return self._catalog
 
-        builtin = [{"name": n, "summary": describe(n)["summary"].split("\n\n")[0]
-                    .replace("\n", " ")} for n in METHODS.names()]
+    def list_methods(self) -> Any:
+        builtin = [{"name": n, "summary": d["summary"].split("\n\n")[0].replace("\n", " ")}
+                   for n, d in sorted(self.catalog().items())]
         own = sorted((self.workspace / "methods").glob("*.py"))
         return builtin + [{"name": custom_methods.method_id(self.agent_id, p.stem),
                            "summary": "your own method"} for p in own]
 
+    def describe_method(self, name: str) -> Any:
+        catalog = self.catalog()
+        if name not in catalog:
+            raise ConfigError(f"unknown method {name!r}; allowed: {sorted(catalog)} (your own "
+                              "methods are described by their source)")
+        return catalog[name]
+
     def write_method(self, name: str, code: str) -> Any:
-        out = custom_methods.save(self.workspace.parent.parent, self.agent_id, name, code)
+        out = custom_methods.save(self.workspace.parent.parent, self.agent_id, name, code,
+                                  builtin=set(self.catalog()))
         return {**out, "note": f"run it with run_trial(method={out['method']!r}); it runs in "
                                "a sandbox: no files, processes, sockets or ctypes"}
-
-    def describe_method(self, name: str) -> Any:
-        from aar_ray.w2s.methods import describe
-
-        return describe(name)
 
     def run_trial(self, method: str, params: dict[str, Any] | None = None,
                   seeds: list[int] | None = None) -> Any:
