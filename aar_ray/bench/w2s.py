@@ -67,11 +67,15 @@ def run() -> tuple[str, list[dict]]:
         wall = time.perf_counter() - t0
     finally:
         ray.shutdown()
-    compute = sum(c for c, _ in out)
-    share = 1 - compute / (2 * wall)
+    # the wall time a zero-overhead runner would need for the same tasks in the same FIFO
+    # order on 2 slots: what remains is Ray's (scheduling, argument and result transfer)
+    slots = [0.0, 0.0]
+    for c, _ in out:
+        slots[slots.index(min(slots))] += c
+    share = 1 - max(slots) / wall
     rows.append({"measure": f"Ray orchestration share, batch of {len(batch)} trials "
                             f"× {len(inputs)} seeds on 2 CPUs",
-                 "value": share, "unit": "fraction of CPU-slot time", "target": "≤ 0.10"})
+                 "value": share, "unit": "fraction of wall time", "target": "≤ 0.10"})
     rows.append({"measure": "peak RSS, trial worker", "value": max(m for _, m in out),
                  "unit": "MiB", "target": ""})
     rows.append({"measure": "peak RSS, driver (incl. MiniLM)",
