@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import json
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import yaml
 
 from aar_ray.lab.diversity import diversity
-from aar_ray.lab.store import read_only
+from aar_ray.lab.store import read_rows
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#7f7f7f"]
@@ -61,17 +60,6 @@ def when(ts: float | None) -> str:
     return "–" if not ts else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
 
 
-def _rows(db_path: Path, sql: str) -> list[dict[str, Any]]:
-    """Rows from a campaign database, or [] when it (or the table) does not exist yet."""
-    if not db_path.exists():
-        return []
-    db = read_only(db_path)
-    try:
-        return [dict(r) for r in db.execute(sql).fetchall()]
-    except sqlite3.Error:
-        return []
-    finally:
-        db.close()
 
 
 def _json(path: Path) -> Any:
@@ -92,7 +80,7 @@ def load(campaign_dir: str | Path) -> dict[str, Any]:
         config = yaml.safe_load((d / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
         config = {}
-    subs = _rows(d / "scorer.sqlite",
+    subs = read_rows(d / "scorer.sqlite",
                  "SELECT s.trial_id, s.agent, s.submitted_at, s.private, s.shown, s.flags, "
                  "t.method, t.params, t.seeds FROM submissions s JOIN trials t USING (trial_id) "
                  "ORDER BY s.submitted_at")
@@ -104,7 +92,7 @@ def load(campaign_dir: str | Path) -> dict[str, Any]:
     board = summary.get("leaderboard")
     if board is None:
         board = sorted((s for s in subs if s["pgr"] is not None), key=lambda s: -s["pgr"])
-    trials = _rows(d / "trials.sqlite", "SELECT * FROM trials ORDER BY seq")
+    trials = read_rows(d / "trials.sqlite", "SELECT * FROM trials ORDER BY seq")
     for t in trials:
         t["params"] = json.loads(t["params"] or "{}")
     agent_trials = [t for t in trials if t.get("kind", "agent") == "agent"]
@@ -121,8 +109,8 @@ def load(campaign_dir: str | Path) -> dict[str, Any]:
         "dir": d, "name": config.get("name") or d.name, "config": config, "summary": summary,
         "leaderboard": board, "submissions": subs, "trials": trials,
         "diversity": summary.get("diversity") or diversity(agent_trials),
-        "posts": _rows(d / "forum.sqlite", "SELECT * FROM posts ORDER BY id"),
-        "events": _rows(d / "scorer.sqlite", "SELECT * FROM events ORDER BY id"),
+        "posts": read_rows(d / "forum.sqlite", "SELECT * FROM posts ORDER BY id"),
+        "events": read_rows(d / "scorer.sqlite", "SELECT * FROM events ORDER BY id"),
         "audit": _json(d / "audit.json"), "agents": agents,
         "directions": {p.parent.name: p.read_text().strip()
                        for p in sorted((d / "agents").glob("*/direction.md"))},

@@ -6,29 +6,18 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aar_ray.lab.store import read_only
+from aar_ray.lab.store import read_rows
 
 STATUSES = ("queued", "running", "done", "error")
 CLEAR = "\033[H\033[2J"
 
 
-def _rows(db_path: Path, sql: str) -> list[dict[str, Any]]:
-    if not db_path.exists():
-        return []
-    db = read_only(db_path)
-    try:
-        return [dict(r) for r in db.execute(sql).fetchall()]
-    except sqlite3.Error:
-        return []  # the owning actor has not created the table yet
-    finally:
-        db.close()
 
 
 def _usage(d: Path) -> dict[str, dict[str, Any]]:
@@ -66,19 +55,19 @@ def campaign_text(campaign_dir: str | Path, top: int = 10) -> str:
     if not (d / "config.yaml").exists() and not (d / "trials.sqlite").exists():
         raise FileNotFoundError(f"{d}: not a campaign directory (no config.yaml or "
                                 "trials.sqlite)")
-    trials = _rows(d / "trials.sqlite", "SELECT agent, kind, status FROM trials")
-    posts = _rows(d / "forum.sqlite", "SELECT author FROM posts")
-    best = {r["agent"]: r["b"] for r in _rows(
+    trials = read_rows(d / "trials.sqlite", "SELECT agent, kind, status FROM trials")
+    posts = read_rows(d / "forum.sqlite", "SELECT author FROM posts")
+    best = {r["agent"]: r["b"] for r in read_rows(
         d / "scorer.sqlite", "SELECT agent, MAX(shown) AS b FROM submissions GROUP BY agent")}
-    subs = {r["agent"]: r["n"] for r in _rows(
+    subs = {r["agent"]: r["n"] for r in read_rows(
         d / "scorer.sqlite", "SELECT agent, COUNT(*) AS n FROM submissions GROUP BY agent")}
-    board = _rows(d / "scorer.sqlite",
+    board = read_rows(d / "scorer.sqlite",
                   "SELECT s.agent, s.shown AS pgr, t.method, t.params FROM submissions s "
                   "JOIN trials t USING (trial_id) WHERE s.shown IS NOT NULL "
                   f"ORDER BY s.shown DESC LIMIT {int(top)}")
     for b in board:
         b["params"] = json.loads(b["params"] or "{}")
-    events = _rows(d / "scorer.sqlite", "SELECT COUNT(*) AS n FROM events")
+    events = read_rows(d / "scorer.sqlite", "SELECT COUNT(*) AS n FROM events")
     usage = _usage(d)
 
     counts = {s: sum(t["status"] == s for t in trials) for s in STATUSES}

@@ -43,5 +43,19 @@ def read_only(path: str | Path) -> sqlite3.Connection:
     return db
 
 
+def read_rows(path: str | Path, sql: str) -> list[dict[str, Any]]:
+    """Rows from a campaign database read-only, or [] when it (or the table) does not exist
+    yet: the owning actor creates both on its first write."""
+    if not Path(path).exists():
+        return []
+    db = read_only(path)
+    try:
+        return [dict(r) for r in db.execute(sql).fetchall()]
+    except sqlite3.Error:
+        return []
+    finally:
+        db.close()
+
+
 def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
