@@ -173,3 +173,18 @@ def test_claude_campaign_through_the_sdk_keeps_the_key_secret(local_ray, small_s
         for f in root.rglob("*"):
             if f.is_file():
                 assert secret.encode() not in f.read_bytes(), f"API key leaked into {f}"
+
+
+def test_campaign_dollar_budget_stops_every_agent(local_ray, small_setting, fast_student,
+                                                  cache_dir, tmp_path):
+    """budget.dollars_total is a hard stop for the whole fleet (fake Claude, real SDK)."""
+    cfg = tiny_config(small_setting, fast_student, cache_dir, tmp_path, trials=6)
+    cfg.brain = "fake-claude"
+    cfg.budget.steps_per_agent = 200
+    cfg.budget.dollars_total = 0.05
+    summary = run_campaign(cfg, progress=False)
+    assert summary["stopped_by"] and "dollar budget" in summary["stopped_by"]
+    spent = sum(a["usage"]["dollars"] for a in summary["agents"])
+    steps = [a["steps"] for a in summary["agents"]]
+    assert 0.05 <= spent < 0.05 + 0.05  # stopped within about a step per agent of the budget
+    assert max(steps) < 200 and not any(a["finished"] for a in summary["agents"])

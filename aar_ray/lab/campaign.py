@@ -114,6 +114,23 @@ def run_baseline(lab: Lab) -> None:
         ray.get(lab.scorer.submit.remote(tid, "baseline"))
 
 
+def over_budget(lab: Lab) -> str | None:
+    """Which campaign-wide Claude budget is spent, if any (per-agent budgets are the brains')."""
+    b = lab.cfg.budget
+    if not (b.tokens_total or b.dollars_total):
+        return None
+    usage = [s["usage"] for a, _ in lab.agents for s in ray.get(a.summaries.remote())]
+    tokens = sum(u.get(k, 0) for u in usage for k in ("input_tokens", "output_tokens",
+                                                       "cache_read_input_tokens",
+                                                       "cache_creation_input_tokens"))
+    dollars = sum(u.get("dollars", 0.0) for u in usage)
+    if b.tokens_total and tokens >= b.tokens_total:
+        return f"campaign token budget ({tokens} >= {b.tokens_total})"
+    if b.dollars_total and dollars >= b.dollars_total:
+        return f"campaign dollar budget (${dollars:.4f} >= ${b.dollars_total})"
+    return None
+
+
 def run_controls(lab: Lab) -> None:
     """Teacher-use control for every leaderboard candidate (the top entries, by the scorer's
     private numbers): the same method on shuffled teacher labels."""
@@ -148,13 +165,18 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
         refs = {a.run.remote(deadline): names for a, names in lab.agents}
         show = Progress(lab, t0, enabled=progress)
         pending = list(refs)
+        stopped = None
         while pending:
             _, pending = ray.wait(pending, timeout=1.0)
             show.tick()
+            if stopped is None and (stopped := over_budget(lab)):
+                for actor, _ in lab.agents:  # each agent stops after its current step
+                    actor.stop.remote()
         ray.get(lab.queue.drain.remote())
         run_controls(lab)
         show.tick(final=True)
         summary = summarise(lab, time.time() - t0)
+        summary["stopped_by"] = stopped
         (campaign_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         return summary
     finally:
