@@ -245,3 +245,17 @@ def test_agent_processes_do_not_import_torch():
     code = ("import sys, aar_ray.lab.agent, aar_ray.lab.tools, aar_ray.brains.offline, "
             "aar_ray.brains.claude; sys.exit(int('torch' in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_agent_budget_is_capped_by_a_share_of_the_campaign_budget():
+    from aar_ray.brains import agent_budget
+
+    cfg = CampaignConfig(agents=4)
+    cfg.budget.dollars_total, cfg.budget.dollars_per_agent = 10.0, 5.0
+    assert agent_budget(cfg).dollars_per_agent == 2.5  # the share is tighter
+    cfg.budget.dollars_per_agent = 1.0
+    assert agent_budget(cfg).dollars_per_agent == 1.0  # the agent's own limit is tighter
+    cfg.budget.dollars_total = cfg.budget.dollars_per_agent = 0.0
+    assert agent_budget(cfg).dollars_per_agent == 0  # unlimited stays unlimited
+    cfg.budget.tokens_total = 1000
+    assert agent_budget(cfg).tokens_per_agent == 250

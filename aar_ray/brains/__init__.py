@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import replace
 
 from aar_ray.brains.base import Brain
-from aar_ray.config import CampaignConfig, ConfigError
+from aar_ray.config import BudgetConfig, CampaignConfig, ConfigError
 
 _fake_lock = threading.Lock()
 _fake_server = None
@@ -22,23 +23,34 @@ def _fake_base_url() -> str:
         return _fake_server.base_url
 
 
+def agent_budget(cfg: CampaignConfig) -> BudgetConfig:
+    """An agent's own limits: its per-agent budget, capped by an equal share of the campaign's
+    token and dollar budgets, so the fleet cannot overshoot them by more than a step each."""
+    b = cfg.budget
+
+    def cap(own: float, total: float) -> float:
+        share = total / cfg.agents if total else 0
+        return min(x for x in (own, share) if x) if (own or share) else 0
+
+    return replace(b, tokens_per_agent=int(cap(b.tokens_per_agent, b.tokens_total)),
+                   dollars_per_agent=cap(b.dollars_per_agent, b.dollars_total))
+
+
 def make_brain(cfg: CampaignConfig, agent_id: str, direction: str, index: int,
                api_key: str | None = None) -> Brain:
     if cfg.brain == "offline":
         from aar_ray.brains.offline import OfflineBrain
 
         return OfflineBrain(agent_id, direction, cfg.budget, seed=index)
-    from dataclasses import replace
-
     from aar_ray.brains.claude import ClaudeBrain
 
     if cfg.brain == "fake-claude":
         claude = replace(cfg.claude, base_url=_fake_base_url())
-        return ClaudeBrain(claude, cfg.budget, agent_id=agent_id, direction=direction,
+        return ClaudeBrain(claude, agent_budget(cfg), agent_id=agent_id, direction=direction,
                            api_key="fake-key")
     key = api_key or os.environ.get("ANTHROPIC_API_KEY")
     if not key:
         raise ConfigError("brain: claude needs ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY_FILE) in "
                           "the environment of the process that runs the campaign")
-    return ClaudeBrain(cfg.claude, cfg.budget, agent_id=agent_id, direction=direction,
+    return ClaudeBrain(cfg.claude, agent_budget(cfg), agent_id=agent_id, direction=direction,
                        api_key=key)
