@@ -302,7 +302,3 @@ class Scorer:
 
     def events(self) -> list[dict[str, Any]]:
         return self.store.rows("SELECT * FROM events ORDER BY id")
-
-    def counts(self) -> dict[str, int]:
-        n = self.store.one("SELECT COUNT(*) AS n FROM submissions")["n"]
-        return {"submissions": n}
