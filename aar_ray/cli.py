@@ -186,8 +186,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from aar_ray.report import write_report
 
+    d = Path(args.campaign_dir)
+    if not (d / "config.yaml").exists() and not (d / "trials.sqlite").exists():
+        raise ConfigError(f"{d}: not a campaign directory (no config.yaml or trials.sqlite)")
     print(f"report: {write_report(args.campaign_dir, args.out)}")
     return 0
 

@@ -115,3 +115,15 @@ def test_trial_summary_reports_mean_and_se(small_setting, fast_student, cache_di
     s = result.summary()
     assert len(s["per_seed"]) == 2 and s["pgr"]["se"] is not None
     assert s["ceiling_acc"]["mean"] > s["weak_acc"]["mean"]
+
+
+@pytest.mark.parametrize("argv", [["audit", "/nonexistent"], ["report", "/nonexistent"],
+                                  ["run", "--config", "/nonexistent.yaml"],
+                                  ["rerun", "tnope", "--campaign", "/nonexistent"],
+                                  ["trial", "--seeds", "1,1"]])
+def test_cli_bad_input_is_a_clear_error(argv, capsys):
+    from aar_ray.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aar: error: ") and "Traceback" not in err
