@@ -8,6 +8,7 @@ stops the queue.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import inspect
 import json
@@ -46,15 +47,21 @@ def method_code_hash(method: str) -> str:
     return hashlib.sha256(src.encode()).hexdigest()[:16]
 
 
-def provenance(cfg: CampaignConfig, method: str, source_path: Path | None = None
-               ) -> dict[str, Any]:
-    """Everything needed to rerun a trial exactly: code hash, setting, student, versions."""
+@functools.cache
+def package_versions() -> dict[str, str | None]:
+    """Installed versions do not change while a process runs: read them from disk once."""
     versions = {}
     for pkg in ("aar-ray", "torch", "numpy", "ray", "transformers", "scikit-learn"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
+    return versions
+
+
+def provenance(cfg: CampaignConfig, method: str, source_path: Path | None = None
+               ) -> dict[str, Any]:
+    """Everything needed to rerun a trial exactly: code hash, setting, student, versions."""
     if source_path is not None:
         code = {"code_hash": custom_methods.code_hash(source_path.read_text()),
                 "method_source_path": str(source_path)}
@@ -62,7 +69,7 @@ def provenance(cfg: CampaignConfig, method: str, source_path: Path | None = None
         code = {"code_hash": method_code_hash(method)}
     return {**code, "task": cfg.setting.task,
             "weak": cfg.setting.weak, "strong": cfg.setting.strong,
-            "student": cfg.student.__dict__, "versions": versions}
+            "student": cfg.student.__dict__, "versions": dict(package_versions())}
 
 
 @ray.remote
