@@ -165,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_redteam(args: argparse.Namespace) -> int:
     from aar_ray.config import load_campaign
-    from aar_ray.lab.redteam import format_table, redteam
+    from aar_ray.sandbox.redteam import format_table, redteam
 
     cfg = load_campaign(args.config)
     if args.root:
@@ -198,7 +198,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from aar_ray.lab.audit import audit, format_audit
+    from aar_ray.results.audit import audit, format_audit
 
     print(format_audit(audit(args.campaign_dir, args.top)))
     print(f"\nwritten to {args.campaign_dir}/audit.json")
@@ -209,7 +209,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     import sqlite3
     from pathlib import Path
 
-    from aar_ray.lab.audit import rerun
+    from aar_ray.results.audit import rerun
 
     if args.campaign:
         campaign = args.campaign

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from aar_ray.lab.diversity import diversity
+from aar_ray.results.diversity import diversity
 from aar_ray.lab.store import read_rows
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",

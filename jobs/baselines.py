@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aar_ray.config import CampaignConfig, load_campaign  # noqa: E402
-from aar_ray.lab import stats  # noqa: E402
+from aar_ray.results import stats  # noqa: E402
 from aar_ray.w2s import pgr  # noqa: E402
 from aar_ray.w2s.methods import METHODS  # noqa: E402
 from aar_ray.w2s.trial import Setting, ceiling, run_method, student_inputs, teacher  # noqa: E402
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
           f"seeds {seeds}; default parameters; whole test split.\n")
     print(format_table(rows))
     print(f"\nPGR: ratio of mean gains over seeds, SE and CI over seeds x items "
-          f"(aar_ray.lab.stats); accuracies mean ± SE over seeds. Wall time "
+          f"(aar_ray.results.stats); accuracies mean ± SE over seeds. Wall time "
           f"{time.time() - t0:.0f}s.")
     return 0
 

@@ -17,9 +17,9 @@ from aar_ray.config import (
     load_campaign,
     save_campaign,
 )
-from aar_ray.lab import audit as audit_mod
-from aar_ray.lab.audit import AuditError, audit, format_audit, rerun, verdict
-from aar_ray.lab.leaderboard_stats import annotate, annotate_leaderboard
+from aar_ray.results import audit as audit_mod
+from aar_ray.results.audit import AuditError, audit, format_audit, rerun, verdict
+from aar_ray.results.leaderboard import annotate, annotate_leaderboard
 from aar_ray.lab.scorer import Scorer
 from aar_ray.lab.trials import provenance
 from aar_ray.w2s.trial import run_method
@@ -193,7 +193,7 @@ def test_rerun_reproduces_a_trial_within_its_ci(campaign):
 def test_agents_own_method_is_audited_from_its_source_in_the_sandbox(
         tmp_path, small_setting, fast_student, cache_dir):
     from aar_ray.config import CampaignConfig
-    from aar_ray.lab import custom_methods
+    from aar_ray.sandbox import custom_methods
     from aar_ray.w2s.trial import Setting, student_inputs
 
     source = custom_methods.TEMPLATE

@@ -13,7 +13,7 @@ import pytest
 from aar_ray.bench import claude_tokens
 from aar_ray.brains.base import ToolResult
 from aar_ray.brains.claude import ClaudeBrain, load_prompt
-from aar_ray.brains.fake_anthropic import (
+from aar_ray.testing.fake_anthropic import (
     FakeAnthropic,
     error_reply,
     text_reply,

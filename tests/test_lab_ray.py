@@ -154,7 +154,7 @@ def test_claude_campaign_through_the_sdk_keeps_the_key_secret(local_ray, small_s
     """brain: claude with the real anthropic client against the local fake Messages API:
     agents research through the lab's tools, costs are accounted, and the API key is never
     written to the campaign directory or Ray's logs."""
-    from aar_ray.brains.fake_anthropic import FakeAnthropic
+    from aar_ray.testing.fake_anthropic import FakeAnthropic
 
     secret = "sk-ant-test-" + "S3CR3T" * 4
     monkeypatch.setenv("ANTHROPIC_API_KEY", secret)

@@ -16,8 +16,8 @@ import pytest
 import ray
 
 from aar_ray.config import BudgetConfig, CampaignConfig, ScoringConfig, save_campaign
-from aar_ray.lab import metrics
-from aar_ray.lab.tracking import log_trial, run_id
+from aar_ray.observe import metrics
+from aar_ray.observe.tracking import log_trial, run_id
 from aar_ray.status import MissingActor, live_text, status
 
 SERIES = re.compile(r'^(ray_aar_\w+)\{([^}]*)\}\s+(\S+)$', re.M)

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from aar_ray.lab.sandbox import SandboxedCallError, SandboxLimits, SandboxViolation, run_sandboxed
+from aar_ray.sandbox.audit_hook import SandboxedCallError, SandboxLimits, SandboxViolation, run_sandboxed
 
 # No torch (quick start), but like torch it leaves these modules in sys.modules.
 FAST = SandboxLimits(cpu_seconds=30, memory_bytes=2 << 30, preload=("ctypes", "subprocess"))
@@ -17,7 +17,7 @@ RUN_AGENT = f"{__name__}:run_agent"
 
 def run_agent(source: str, *args: object) -> object:
     """Trusted side, inside the sandboxed child: load the agent module once and call main()."""
-    from aar_ray.lab.sandbox import load_untrusted_source
+    from aar_ray.sandbox.audit_hook import load_untrusted_source
 
     module = load_untrusted_source(textwrap.dedent(source), "attack")
     return module.main(*args)
@@ -110,7 +110,7 @@ def test_caught_violation_still_fails_the_trial():
 
 def test_caught_violation_in_process_raise_if_violated():
     src = """
-    from aar_ray.lab.sandbox import violations
+    from aar_ray.sandbox.audit_hook import violations
     def main():
         try:
             import socket

@@ -1,4 +1,4 @@
-"""Statistical checks for aar_ray.lab.stats: calibration by simulation, plus exact edge cases."""
+"""Statistical checks for aar_ray.results.stats: calibration by simulation, plus exact edge cases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from aar_ray.lab.stats import (
+from aar_ray.results.stats import (
     Comparison,
     Estimate,
     _sign_test_p,

@@ -14,7 +14,7 @@ from typing import Any
 
 from aar_ray.brains.base import ToolResult
 from aar_ray.brains.claude import ClaudeBrain
-from aar_ray.brains.fake_anthropic import FakeAnthropic
+from aar_ray.testing.fake_anthropic import FakeAnthropic
 from aar_ray.config import BudgetConfig, ClaudeConfig
 from aar_ray.lab.tools import TOOLS
 

@@ -17,7 +17,7 @@ def _fake_base_url() -> str:
     global _fake_server
     with _fake_lock:
         if _fake_server is None:
-            from aar_ray.brains.fake_anthropic import FakeAnthropic
+            from aar_ray.testing.fake_anthropic import FakeAnthropic
 
             _fake_server = FakeAnthropic().__enter__()
         return _fake_server.base_url

@@ -23,7 +23,7 @@ from aar_ray.lab import NAMESPACE
 from aar_ray.lab.actors import ForumActor, ScorerActor, TrialQueueActor, create
 from aar_ray.lab.agent import ResearcherActor
 from aar_ray.lab.directions import DIRECTIONS
-from aar_ray.lab.diversity import diversity
+from aar_ray.results.diversity import diversity
 
 FORWARDED_ENV = ("WANDB_MODE", "WANDB_PROJECT", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
                  "AAR_CACHE", "HF_HOME")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aar_ray.lab import metrics
+from aar_ray.observe import metrics
 from aar_ray.lab.store import Store, dumps
 
 KINDS = ("result", "hypothesis", "insight", "error")

@@ -18,7 +18,8 @@ import jsonschema
 
 from aar_ray.brains.base import ToolResult
 from aar_ray.config import CampaignConfig, ConfigError
-from aar_ray.lab import custom_methods, metrics
+from aar_ray.observe import metrics
+from aar_ray.sandbox import custom_methods
 
 log = logging.getLogger(__name__)
 MAX_NOTEBOOK = 100_000

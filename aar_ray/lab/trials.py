@@ -24,7 +24,8 @@ from typing import Any
 import ray
 
 from aar_ray.config import CampaignConfig, ConfigError
-from aar_ray.lab import custom_methods, metrics, tracking
+from aar_ray.observe import metrics, tracking
+from aar_ray.sandbox import custom_methods
 from aar_ray.lab.store import Store, dumps
 
 SCHEMA = """

@@ -8,7 +8,7 @@ the original's CI. Both read only the campaign directory and run everything in t
 held-out settings and their scores go to the campaign's `audit.json` and the trusted
 feature/teacher cache, never to a place agents read.
 
-    python -m aar_ray.lab.audit CAMPAIGN_DIR [--top-k K] [--seeds 0 1 2] [--rerun TRIAL_ID]
+    python -m aar_ray.results.audit CAMPAIGN_DIR [--top-k K] [--seeds 0 1 2] [--rerun TRIAL_ID]
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from aar_ray.config import (
     StudentConfig,
     load_campaign,
 )
-from aar_ray.lab import stats
+from aar_ray.results import stats
 from aar_ray.lab.store import read_only
 
 VERDICTS = ("transfers", "does not transfer", "inconclusive", "no gap")
@@ -151,7 +151,7 @@ def resolve_method(campaign_dir: str | Path, method: str,
     """The trial's method and whether its code changed since the trial (None: no hash was
     recorded). Built-ins are hashed with `trials.method_code_hash`; an agent's own method by
     its source in the campaign directory, and it is re-run in the sandbox (`run_any`)."""
-    from aar_ray.lab import custom_methods
+    from aar_ray.sandbox import custom_methods
     from aar_ray.lab.trials import method_code_hash
 
     recorded = prov.get("code_hash")
@@ -214,7 +214,7 @@ class HeldOut:
     def correct(self, method: str, params: dict[str, Any]) -> np.ndarray:
         """(seeds, n_test) correctness of `method` run as in a trial (agents' methods in the
         sandbox), scored here."""
-        from aar_ray.lab.custom_methods import run_any
+        from aar_ray.sandbox.custom_methods import run_any
         from aar_ray.w2s.trial import student_inputs
 
         for seed in self.seeds:
@@ -354,8 +354,8 @@ def rerun(campaign_dir: str | Path, trial_id: str, *,
     """Reproduce a trial from its provenance in this process and score it on the campaign's
     own private items (a fresh Scorer on a temp directory draws the same public/private
     partition). `within_ci`: the rerun's private PGR lies in the original's 95% CI."""
-    from aar_ray.lab.custom_methods import run_any
-    from aar_ray.lab.leaderboard_stats import correctness, reference_correctness
+    from aar_ray.sandbox.custom_methods import run_any
+    from aar_ray.results.leaderboard import correctness, reference_correctness
     from aar_ray.lab.scorer import Scorer, _unpack
 
     campaign_dir = Path(campaign_dir)

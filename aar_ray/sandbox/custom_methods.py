@@ -86,7 +86,7 @@ def code_hash(source: str) -> str:
 
 def sandbox_limits(cfg: CampaignConfig, campaign_dir: str | Path):
     """What an agent's method may read: libraries, not the campaign, caches or raw data."""
-    from aar_ray.lab.sandbox import SandboxLimits
+    from aar_ray.sandbox.audit_hook import SandboxLimits
     from aar_ray.w2s.features import default_cache_dir
     from aar_ray.w2s.tasks import TASKS
 
@@ -105,7 +105,7 @@ def sandbox_limits(cfg: CampaignConfig, campaign_dir: str | Path):
 def run_in_sandbox(source: str, name: str, params: dict[str, Any], inputs: list,
                    student, finetune) -> list:
     """Runs inside the sandboxed child: load the agent's module, find its Method, train."""
-    from aar_ray.lab.sandbox import load_untrusted_source
+    from aar_ray.sandbox.audit_hook import load_untrusted_source
     from aar_ray.w2s.methods import Method, build_params
     from aar_ray.w2s.trial import run_method_instance
 
@@ -124,7 +124,7 @@ def run_any(cfg: CampaignConfig, campaign_dir: str | Path, method: str, params: 
     """Test-split predictions of `method` for each of `inputs`: built-ins run here, agents'
     methods in a sandboxed child. `source` ships an agent's method to a worker on another
     node; by default it is read from the campaign directory."""
-    from aar_ray.lab.sandbox import run_sandboxed
+    from aar_ray.sandbox.audit_hook import run_sandboxed
     from aar_ray.w2s.trial import run_method
 
     custom = parse_id(method)
@@ -133,6 +133,6 @@ def run_any(cfg: CampaignConfig, campaign_dir: str | Path, method: str, params: 
     if source is None:
         source = method_path(campaign_dir, *custom).read_text()
     limits = sandbox_limits(cfg, campaign_dir)
-    return run_sandboxed("aar_ray.lab.custom_methods:run_in_sandbox", source, custom[1],
+    return run_sandboxed("aar_ray.sandbox.custom_methods:run_in_sandbox", source, custom[1],
                          params, list(inputs), cfg.student, cfg.finetune, limits=limits,
                          timeout_s=limits.cpu_seconds * 4 + 120)

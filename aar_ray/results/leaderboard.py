@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aar_ray.lab import stats
+from aar_ray.results import stats
 
 if TYPE_CHECKING:
     from aar_ray.lab.scorer import Scorer

@@ -1,0 +1,1 @@
+"""Observability: Ray metrics for the dashboard and W&B tracking of trials."""

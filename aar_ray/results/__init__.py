@@ -1,0 +1,1 @@
+"""Reading and judging a campaign's results: records, statistics, leaderboard, audit, diversity."""

@@ -1,0 +1,1 @@
+"""Running agent-written code: isolated processes, their limits, and the red team that tries them."""

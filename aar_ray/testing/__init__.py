@@ -1,0 +1,1 @@
+"""Fakes for tests and demos: a local Anthropic Messages API."""
