@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from aar_ray.results.diversity import diversity
 from aar_ray.lab.store import read_rows
+from aar_ray.results.diversity import diversity
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#7f7f7f"]

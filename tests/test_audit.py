@@ -17,11 +17,11 @@ from aar_ray.config import (
     load_campaign,
     save_campaign,
 )
+from aar_ray.lab.scorer import Scorer
+from aar_ray.lab.trials import provenance
 from aar_ray.results import audit as audit_mod
 from aar_ray.results.audit import AuditError, audit, format_audit, rerun, verdict
 from aar_ray.results.leaderboard import annotate, annotate_leaderboard
-from aar_ray.lab.scorer import Scorer
-from aar_ray.lab.trials import provenance
 from aar_ray.w2s.trial import run_method
 
 # ---- annotate on synthetic correctness ----------------------------------------------------------

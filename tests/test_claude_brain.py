@@ -13,13 +13,13 @@ import pytest
 from aar_ray.bench import claude_tokens
 from aar_ray.brains.base import ToolResult
 from aar_ray.brains.claude import ClaudeBrain, load_prompt
+from aar_ray.config import BudgetConfig, ClaudeConfig
 from aar_ray.testing.fake_anthropic import (
     FakeAnthropic,
     error_reply,
     text_reply,
     tool_reply,
 )
-from aar_ray.config import BudgetConfig, ClaudeConfig
 
 KEY = "sk-ant-test-DO-NOT-LEAK-0123456789"
 TOOLS = ["read_forum", "post", "run_trial", "trial_status", "submit", "write_notebook"]

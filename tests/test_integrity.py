@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aar_ray.config import CampaignConfig, ScoringConfig
-from aar_ray.sandbox.redteam import redteam
 from aar_ray.lab.scorer import Scorer
 from aar_ray.lab.tools import TOOLS, LabToolbox
+from aar_ray.sandbox.redteam import redteam
 from aar_ray.w2s.methods import METHODS
 from aar_ray.w2s.trial import run_method
 

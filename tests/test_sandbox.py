@@ -8,7 +8,12 @@ import textwrap
 
 import pytest
 
-from aar_ray.sandbox.audit_hook import SandboxedCallError, SandboxLimits, SandboxViolation, run_sandboxed
+from aar_ray.sandbox.audit_hook import (
+    SandboxedCallError,
+    SandboxLimits,
+    SandboxViolation,
+    run_sandboxed,
+)
 
 # No torch (quick start), but like torch it leaves these modules in sys.modules.
 FAST = SandboxLimits(cpu_seconds=30, memory_bytes=2 << 30, preload=("ctypes", "subprocess"))

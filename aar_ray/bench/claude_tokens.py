@@ -14,9 +14,9 @@ from typing import Any
 
 from aar_ray.brains.base import ToolResult
 from aar_ray.brains.claude import ClaudeBrain
-from aar_ray.testing.fake_anthropic import FakeAnthropic
 from aar_ray.config import BudgetConfig, ClaudeConfig
 from aar_ray.lab.tools import TOOLS
+from aar_ray.testing.fake_anthropic import FakeAnthropic
 
 STEPS = 60
 REPORT_AT = (1, 5, 10, 20, 30, 40, 50, 60)

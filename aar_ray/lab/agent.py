@@ -17,8 +17,8 @@ import ray
 from aar_ray.brains import make_brain
 from aar_ray.config import CampaignConfig
 from aar_ray.lab import NAMESPACE
-from aar_ray.observe import metrics
 from aar_ray.lab.tools import LabToolbox
+from aar_ray.observe import metrics
 
 log = logging.getLogger(__name__)
 

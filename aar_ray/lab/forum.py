@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aar_ray.observe import metrics
 from aar_ray.lab.store import Store, dumps
+from aar_ray.observe import metrics
 
 KINDS = ("result", "hypothesis", "insight", "error")
 MAX_TITLE, MAX_BODY, MAX_TAGS, MAX_CITES = 200, 8000, 10, 20

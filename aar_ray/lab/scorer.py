@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from aar_ray.config import CampaignConfig
+from aar_ray.lab.store import Store, dumps
 from aar_ray.observe import metrics
 from aar_ray.results.leaderboard import annotate_leaderboard
-from aar_ray.lab.store import Store, dumps
 from aar_ray.w2s import pgr
 from aar_ray.w2s.trial import Setting, StudentInputs, ceiling, student_inputs, teacher
 

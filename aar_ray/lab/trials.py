@@ -24,9 +24,9 @@ from typing import Any
 import ray
 
 from aar_ray.config import CampaignConfig, ConfigError
+from aar_ray.lab.store import Store, dumps
 from aar_ray.observe import metrics, tracking
 from aar_ray.sandbox import custom_methods
-from aar_ray.lab.store import Store, dumps
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (

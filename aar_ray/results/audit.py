@@ -32,8 +32,8 @@ from aar_ray.config import (
     StudentConfig,
     load_campaign,
 )
-from aar_ray.results import stats
 from aar_ray.lab.store import read_only
+from aar_ray.results import stats
 
 VERDICTS = ("transfers", "does not transfer", "inconclusive", "no gap")
 ALPHA = 0.05
@@ -151,8 +151,8 @@ def resolve_method(campaign_dir: str | Path, method: str,
     """The trial's method and whether its code changed since the trial (None: no hash was
     recorded). Built-ins are hashed with `trials.method_code_hash`; an agent's own method by
     its source in the campaign directory, and it is re-run in the sandbox (`run_any`)."""
-    from aar_ray.sandbox import custom_methods
     from aar_ray.lab.trials import method_code_hash
+    from aar_ray.sandbox import custom_methods
 
     recorded = prov.get("code_hash")
     custom = custom_methods.parse_id(method)
@@ -354,9 +354,9 @@ def rerun(campaign_dir: str | Path, trial_id: str, *,
     """Reproduce a trial from its provenance in this process and score it on the campaign's
     own private items (a fresh Scorer on a temp directory draws the same public/private
     partition). `within_ci`: the rerun's private PGR lies in the original's 95% CI."""
-    from aar_ray.sandbox.custom_methods import run_any
-    from aar_ray.results.leaderboard import correctness, reference_correctness
     from aar_ray.lab.scorer import Scorer, _unpack
+    from aar_ray.results.leaderboard import correctness, reference_correctness
+    from aar_ray.sandbox.custom_methods import run_any
 
     campaign_dir = Path(campaign_dir)
     cfg: CampaignConfig = load_campaign(campaign_dir / "config.yaml")
