@@ -1,4 +1,4 @@
-"""Statistical checks for aar_ray.results.stats: calibration by simulation, plus exact edge cases."""
+"""Statistical checks for aar_ray.results.stats: simulated calibration, exact edge cases."""
 
 from __future__ import annotations
 

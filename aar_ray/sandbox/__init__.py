@@ -1,1 +1,1 @@
-"""Running agent-written code: isolated processes, their limits, and the red team that tries them."""
+"""Running agent-written code: isolated processes, their limits, and the red team."""
