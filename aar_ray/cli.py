@@ -197,26 +197,46 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit(args: argparse.Namespace) -> int:
-    from aar_ray.results.audit import audit, format_audit
+def _cell(x: float | None, spec: str = ".3f") -> str:
+    return "–" if x is None else format(x, spec)
 
-    print(format_audit(audit(args.campaign_dir, args.top)))
+
+def audit_table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of `audit` rows, notes below it."""
+    out = ["| method | params | setting | PGR [95% CI] | vanilla PGR | in-lab PGR | Δ (held-out"
+           " − in-lab) | ΔPGR vs vanilla | p (Holm) | verdict |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for r in rows:
+        ci = ("–" if r["pgr"] is None
+              else f"{_cell(r['pgr'])} [{_cell(r['ci_lo'])}, {_cell(r['ci_hi'])}]")
+        p = "–" if r["p_vs_vanilla"] is None else f"{r['p_vs_vanilla']:.3g} ({r['p_holm']:.3g})"
+        flag = " ⚠" if r["code_changed"] else ""
+        out.append(f"| {r['method']}{flag} | {json.dumps(r['params'])} | {r['setting']} | {ci} | "
+                   f"{_cell(r['vanilla_pgr'])} | {_cell(r['in_lab_pgr'])} | "
+                   f"{_cell(r['delta'], '+.3f')} | {_cell(r['delta_vs_vanilla'], '+.3f')} | "
+                   f"{p} | {r['verdict']} |")
+        if r["note"]:
+            notes.append(f"- {r['method']} on {r['setting']}: {r['note']}")
+    return "\n".join(out + ([""] + sorted(set(notes)) if notes else []))
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from aar_ray.results.audit import audit
+
+    print(audit_table(audit(args.campaign_dir, args.top)))
     print(f"\nwritten to {args.campaign_dir}/audit.json")
     return 0
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    import sqlite3
-    from pathlib import Path
-
-    from aar_ray.results.audit import rerun
+    from aar_ray.results.records import campaigns_with_trial
+    from aar_ray.results.rerun import rerun
 
     if args.campaign:
         campaign = args.campaign
     else:  # the campaign whose scorer recorded this trial
-        found = [p.parent for p in sorted(Path("campaigns").glob("*/scorer.sqlite"))
-                 if sqlite3.connect(p).execute("SELECT 1 FROM trials WHERE trial_id=?",
-                                               (args.trial_id,)).fetchone()]
+        found = campaigns_with_trial("campaigns", args.trial_id)
         if not found:
             raise ConfigError(f"no campaign under campaigns/ has trial {args.trial_id!r}; "
                               "pass --campaign DIR")

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+from aar_ray.cli import audit_table
 from aar_ray.config import (
     AuditConfig,
     CampaignConfig,
@@ -20,8 +21,9 @@ from aar_ray.config import (
 from aar_ray.lab.scorer import Scorer
 from aar_ray.lab.trials import provenance
 from aar_ray.results import audit as audit_mod
-from aar_ray.results.audit import AuditError, audit, format_audit, rerun, verdict
+from aar_ray.results.audit import AuditError, audit, verdict
 from aar_ray.results.leaderboard import annotate, annotate_leaderboard
+from aar_ray.results.rerun import rerun
 from aar_ray.w2s.trial import run_method
 
 # ---- annotate on synthetic correctness ----------------------------------------------------------
@@ -172,7 +174,7 @@ def test_audit_rows_verdicts_and_json(campaign):
     saved = json.loads((d / "audit.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(rows))
     assert "transfers" in saved["rule"] and saved["seeds"] == [0, 1]
-    table = format_audit(rows)
+    table = audit_table(rows)
     assert table.count("\n|") == len(rows) + 1 and "no gap" in table
 
 
@@ -199,11 +201,12 @@ def test_agents_own_method_is_audited_from_its_source_in_the_sandbox(
     source = custom_methods.TEMPLATE
     info = custom_methods.save(tmp_path, "a", "mine", source, builtin=set())
     prov = {"code_hash": info["code_hash"]}
-    assert audit_mod.resolve_method(tmp_path, "custom:a/mine", prov) == ("custom:a/mine", False)
+    assert audit_mod.code_changed(tmp_path, "custom:a/mine", prov) is False
+    assert audit_mod.code_changed(tmp_path, "custom:a/mine", {}) is None  # nothing recorded
     custom_methods.method_path(tmp_path, "a", "mine").write_text(source + "\n# edited\n")
-    assert audit_mod.resolve_method(tmp_path, "custom:a/mine", prov)[1] is True
+    assert audit_mod.code_changed(tmp_path, "custom:a/mine", prov) is True
     with pytest.raises(AuditError, match="missing"):
-        audit_mod.resolve_method(tmp_path, "custom:a/gone", prov)
+        audit_mod.code_changed(tmp_path, "custom:a/gone", prov)
     cfg = CampaignConfig(setting=small_setting, student=fast_student, cache_dir=cache_dir,
                          root=str(tmp_path / "runs"))
     inputs = [student_inputs(Setting.load(small_setting, cache_dir), 0)]
