@@ -1,30 +1,31 @@
-"""The `finetune` student mode: each `fit` fine-tunes the strong transformer in one Ray Train run.
+"""Fine-tuning a transformer as pure science: the model (full or LoRA), the training loop, and the
+`finetune` student mode built on them. No Ray here.
 
-Methods see the same `Student` interface as in head mode. A `fit` call launches one
-`TorchTrainer` run (about 25 s of fixed Ray Train overhead, NOTES-ray §4). Rank 0 then predicts
-both splits and reports them, together with the trained weights (or the LoRA adapter), as the
-run's checkpoint; the driver reads the predictions back from that checkpoint.
+A run is described as data (`FitJob`) and handed to the `Trainer` the caller installed with
+`use_trainer` (the lab and the CLI install `aar_ray.train`'s Ray Train launcher). The launcher
+runs `train_loop` on each of its workers through a `Worker`: rank, device, how to wrap the model
+for data parallelism and how to report. Rank 0 then predicts the job's prediction splits and
+saves them with the trained weights (or the LoRA adapter) as the run's checkpoint.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from aar_ray.config import FinetuneConfig, StudentConfig
-from aar_ray.w2s.student import LossFn, soft_cross_entropy
 
 if TYPE_CHECKING:
+    from aar_ray.w2s.student import LossFn
     from aar_ray.w2s.trial import StudentInputs
 
 PREDICTIONS = "predictions.npz"
 MODEL_DIR = "model"
-START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 # LoRA per architecture: (adapted layers, layers trained in full). The new classification head
 # must train in full; BERT's pooler sits between the encoder and that head, so it does too.
 _QKVO = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -34,40 +35,88 @@ LORA_LAYERS: dict[str, tuple[list[str] | str, list[str]]] = {
 }
 
 
-def ensure_ray(cfg: FinetuneConfig) -> None:
-    """Ray is the caller's to start; as a fallback, start a local instance. Never a bare
-    `ray.init()`: that joins whatever cluster already runs on this machine."""
-    import ray
+@dataclass(frozen=True)
+class FitJob:
+    """One fine-tuning run as data: train `cfg.strong_model` on (texts, targets, weights), then
+    predict each of `predict`'s named text lists."""
 
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS") or "local"
-    kwargs: dict[str, Any] = {"include_dashboard": False}
-    if address == "local":
-        kwargs["num_cpus"] = max(os.cpu_count() or 1, int(np.ceil(cfg.cpus_per_worker)))
-    ray.init(address=address, **kwargs)
+    name: str  # unique per run: a reused name makes Ray Train resume the old run
+    cfg: FinetuneConfig
+    seed: int
+    n_classes: int
+    texts: list[str]
+    targets: np.ndarray  # (n, C) soft targets
+    weights: np.ndarray  # (n,)
+    predict: dict[str, list[str]]
+    loss: LossFn | None = None  # None = soft cross-entropy
 
 
-def load_model(name: str, n_classes: int, lora_r: int = 0, dtype: Any = None):
-    """Tokenizer and a sequence classifier for model spec `name`; random weights from the
-    spec's tiny config when it has one (no download), else pretrained weights from `hf_path`."""
+@dataclass
+class FitResult:
+    probs: dict[str, np.ndarray]  # per name in FitJob.predict: (n, C)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    checkpoint_path: str = ""  # the trained weights (or adapter) and predictions
+
+
+Trainer = Callable[[FitJob], FitResult]  # a launcher: runs train_loop on its workers
+_trainer: Trainer | None = None
+
+
+def use_trainer(trainer: Trainer) -> None:
+    """Install the launcher every fine-tuning run in this process goes through."""
+    global _trainer
+    _trainer = trainer
+
+
+def run_fit(job: FitJob) -> FitResult:
+    if _trainer is None:
+        raise RuntimeError("no fine-tuning Trainer installed in this process: call "
+                           "aar_ray.train.install() first (the lab, the CLI and jobs do)")
+    t0 = time.perf_counter()
+    result = _trainer(job)
+    result.metrics["fit_s"] = time.perf_counter() - t0  # launcher overhead included
+    return result
+
+
+@dataclass(frozen=True)
+class Worker:
+    """What a launcher gives `train_loop` on each of its workers."""
+
+    rank: int
+    world: int
+    device: Any  # torch.device
+    prepare_model: Callable[[Any], Any]  # e.g. wrap in DistributedDataParallel
+    report: Callable[[dict[str, Any], Path | None], None]  # metrics; rank 0: a checkpoint dir
+
+
+def load_model(name: str, n_classes: int, lora_r: int = 0, dtype: Any = None,
+               device: Any = None):
+    """Tokenizer and a sequence classifier for model spec `name`: random weights built on
+    `device` from the spec's config when it has one (no download), else pretrained weights from
+    `hf_path` at the spec's pinned revision."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from aar_ray.w2s.models import MODELS
+    from aar_ray.w2s.pinning import check_loaded_revision, check_revision
 
     spec = MODELS.get(name)
     if spec.hf_path is None:
         raise ValueError(f"model {name!r} has no trainable weights (no hf_path)")
     path = spec.hf_path()
-    tok = AutoTokenizer.from_pretrained(path)
-    if spec.tiny_config is not None:
-        config = spec.tiny_config()
+    pin = check_revision(path, spec.revision)
+    tok = AutoTokenizer.from_pretrained(path, **pin)
+    if spec.random_config is not None:
+        config = spec.random_config()
         config.num_labels = n_classes
-        model = AutoModelForSequenceClassification.from_config(config)
+        # built where it trains: a 4B model initialised on the CPU first takes minutes
+        with torch.device(device or "cpu"):
+            model = AutoModelForSequenceClassification.from_config(
+                config, dtype=dtype or torch.float32)
     else:
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=n_classes, dtype=dtype or torch.float32)
+            path, num_labels=n_classes, dtype=dtype or torch.float32, **pin)
+        check_loaded_revision(path, spec.revision, getattr(model.config, "_commit_hash", None))
     if tok.pad_token is None:  # Qwen-style tokenizers may ship without one
         tok.pad_token = tok.eos_token
     if model.config.pad_token_id is None:  # decoder classifiers pool the last non-pad token
@@ -90,35 +139,47 @@ def _batches(tok, enc: dict[str, list], idx: list[int], device) -> dict[str, Any
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def train_func(config: dict[str, Any]) -> None:
-    """One Ray Train worker: fine-tune on (targets, weights), then rank 0 predicts and saves."""
-    import ray.train
-    import ray.train.torch
+def loop_config(job: FitJob) -> dict[str, Any]:
+    """`train_loop`'s input: plain values a launcher can ship to its workers."""
+    cfg = job.cfg
+    return {"model": cfg.strong_model, "n_classes": job.n_classes, "seed": job.seed,
+            "texts": job.texts, "predict": job.predict, "targets": job.targets,
+            "weights": job.weights, "loss": job.loss, "lr": cfg.lr, "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size, "max_length": cfg.max_length, "lora_r": cfg.lora_r,
+            "bf16": cfg.bf16}
+
+
+def train_loop(config: dict[str, Any], worker: Worker) -> None:
+    """One worker: fine-tune on (targets, weights), then rank 0 predicts and saves."""
+    import tempfile
+
     import torch
     import torch.distributed as dist
     from torch.utils.data import DistributedSampler
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    from aar_ray.w2s.student import soft_cross_entropy
+
+    rank, world, device = worker.rank, worker.world, worker.device
     torch.manual_seed(config["seed"])  # same init on every rank; DDP also broadcasts rank 0's
     lora, on_gpu = config["lora_r"] > 0, device.type == "cuda"
     bf16 = on_gpu and config["bf16"]
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(device)
     # a frozen LoRA base can sit in bf16 on GPUs (half the memory); full fine-tuning keeps fp32
     tok, model = load_model(config["model"], config["n_classes"], config["lora_r"],
-                            torch.bfloat16 if bf16 and lora else None)
+                            torch.bfloat16 if bf16 and lora else None, device)
     n_params = sum(p.numel() for p in model.parameters())
     n_embed = model.get_input_embeddings().weight.numel()
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    model = ray.train.torch.prepare_model(model)
+    model = worker.prepare_model(model)
     inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
     def encode(texts: list[str]) -> dict[str, list]:
         return dict(tok(texts, truncation=True, max_length=config["max_length"]))
 
-    enc = encode(config["texts_train"])
-    y = torch.as_tensor(config["targets"], dtype=torch.float32)
-    w = torch.as_tensor(config["weights"], dtype=torch.float32)
+    enc = encode(config["texts"])
+    y = torch.tensor(config["targets"], dtype=torch.float32)  # a copy: Ray's arrays are read-only
+    w = torch.tensor(config["weights"], dtype=torch.float32)
     loss_fn: LossFn = config["loss"] or soft_cross_entropy
     # the same seed on every rank: one permutation per epoch, split between ranks
     sampler = DistributedSampler(range(len(y)), num_replicas=world, rank=rank, shuffle=True,
@@ -128,7 +189,7 @@ def train_func(config: dict[str, Any]) -> None:
     total = config["epochs"] * steps_per_epoch
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config["lr"])
     model.train()
-    step, tokens, padded, examples, losses = 0, 0, 0, 0, []
+    step, trained, tokens, padded, examples, losses = 0, 0, 0, 0, 0, []
     t0 = time.perf_counter()
     for epoch in range(config["epochs"]):
         sampler.set_epoch(epoch)
@@ -150,6 +211,7 @@ def train_func(config: dict[str, Any]) -> None:
             value.backward()
             opt.step()
             step += 1
+            trained += 1
             tokens += int(batch["attention_mask"].sum())
             padded += batch["attention_mask"].numel()
             examples += len(idx)
@@ -163,18 +225,20 @@ def train_func(config: dict[str, Any]) -> None:
         dist.all_reduce(counts)
     tokens, padded, examples = counts.tolist()
     metrics = {"train_loss": float(np.mean(losses)) if losses else float("nan"),
-               "train_s": train_s, "steps": step, "world_size": world,
-               "examples_per_s": examples / train_s, "tokens_per_s": tokens / train_s,
-               "padded_tokens_per_s": padded / train_s, "params": n_params,
-               "params_nonembed": n_params - n_embed, "params_trainable": n_trainable}
+               "train_s": train_s, "steps": step, "step_s": train_s / max(trained, 1),
+               "world_size": world, "examples_per_s": examples / train_s,
+               "tokens_per_s": tokens / train_s, "padded_tokens_per_s": padded / train_s,
+               "params": n_params, "params_nonembed": n_params - n_embed,
+               "params_trainable": n_trainable,
+               "peak_gpu_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if on_gpu
+               else 0.0}
     if rank != 0:
-        ray.train.report(metrics)  # a barrier: every rank reports the same number of times
+        worker.report(metrics, None)  # a barrier: every rank reports the same number of times
         return
     inner.eval()
     probs = {}
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        for split in ("train", "test"):
-            texts = config[f"texts_{split}"]
+        for split, texts in config["predict"].items():
             e = encode(texts)
             out = np.zeros((len(texts), config["n_classes"]), np.float32)
             order = np.argsort([len(ids) for ids in e["input_ids"]])  # less padding per batch
@@ -187,11 +251,32 @@ def train_func(config: dict[str, Any]) -> None:
         np.savez(Path(d) / PREDICTIONS, **probs)
         inner.save_pretrained(Path(d) / MODEL_DIR)  # for LoRA: the adapter and trained head
         tok.save_pretrained(Path(d) / MODEL_DIR)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        worker.report(metrics, Path(d))
+
+
+def read_predictions(checkpoint_dir: str | Path) -> dict[str, np.ndarray]:
+    with np.load(Path(checkpoint_dir) / PREDICTIONS) as z:
+        return {k: z[k] for k in z.files}
+
+
+def fine_tune(cfg: FinetuneConfig, seed: int, n_classes: int, texts: list[str],
+              targets: np.ndarray, predict: dict[str, list[str]],
+              weights: np.ndarray | None = None, loss: LossFn | None = None,
+              role: str = "finetune") -> FitResult:
+    """Train `cfg.strong_model` from its initial weights on `texts` and predict `predict`."""
+    n = len(texts)
+    targets = np.asarray(targets, dtype=np.float32)
+    weights = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)
+    if targets.shape != (n, n_classes) or weights.shape != (n,):
+        raise ValueError(f"targets {targets.shape} / weights {weights.shape} do not match "
+                         f"({n}, {n_classes}) / ({n},)")
+    cfg.validate("finetune")
+    name = f"{role}-{cfg.strong_model}-{uuid.uuid4().hex[:10]}"
+    return run_fit(FitJob(name, cfg, seed, n_classes, texts, targets, weights, predict, loss))
 
 
 class FinetuneStudent:
-    """A strong model fine-tuned from scratch by each `fit` (one Ray Train run)."""
+    """A strong model fine-tuned from scratch by each `fit` (one run of the installed Trainer)."""
 
     def __init__(self, texts_train: list[str], texts_test: list[str], n_classes: int,
                  cfg: FinetuneConfig, seed: int) -> None:
@@ -200,65 +285,13 @@ class FinetuneStudent:
         self.probs: dict[str, np.ndarray] = {}
         self.metrics: dict[str, Any] = {}
         self.checkpoint_path: str | None = None  # the trained model and predictions
-        self.fit_s = 0.0  # wall time of the whole fit, Ray Train overhead included
 
     def fit(self, targets: np.ndarray, weights: np.ndarray | None = None,
             loss: LossFn | None = None) -> None:
-        import ray.train
-        from ray.train.torch import TorchTrainer
-
-        n = len(self.texts["train"])
-        targets = np.asarray(targets, dtype=np.float32)
-        weights = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)
-        if targets.shape != (n, self.n_classes) or weights.shape != (n,):
-            raise ValueError(f"targets {targets.shape} / weights {weights.shape} do not match "
-                             f"({n}, {self.n_classes}) / ({n},)")
-        cfg = self.cfg
-        ensure_ray(cfg)
-        storage = cfg.storage_path or str(_default_storage())
-        name = f"finetune-{cfg.strong_model}-{uuid.uuid4().hex[:10]}"  # a reused name resumes
-        trainer = TorchTrainer(
-            train_func,
-            train_loop_config={
-                "model": cfg.strong_model, "n_classes": self.n_classes, "seed": self.seed,
-                "texts_train": self.texts["train"], "texts_test": self.texts["test"],
-                "targets": targets, "weights": weights, "loss": loss, "lr": cfg.lr,
-                "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-                "max_length": cfg.max_length, "lora_r": cfg.lora_r, "bf16": cfg.bf16},
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                resources_per_worker={"CPU": cfg.cpus_per_worker}),
-            run_config=ray.train.RunConfig(
-                name=name, storage_path=storage,
-                failure_config=ray.train.FailureConfig(max_failures=0,
-                                                       controller_failure_limit=0)))
-        t0 = time.perf_counter()
-        # read by the driver and passed on to the controller: without it, workers that cannot
-        # be placed (workers > CPUs) make Ray Train retry forever
-        old = os.environ.get(START_TIMEOUT_ENV)
-        os.environ[START_TIMEOUT_ENV] = str(cfg.start_timeout_s)
-        try:
-            result = trainer.fit()
-        except ray.train.ControllerError as e:
-            total, free = (_cpu_gpu(r) for r in (ray.cluster_resources(),
-                                                 ray.available_resources()))
-            raise RuntimeError(
-                f"Ray Train could not start {cfg.num_workers} worker(s) x "
-                f"{cfg.cpus_per_worker} CPU{' + 1 GPU' if cfg.use_gpu else ''} within "
-                f"{cfg.start_timeout_s} s (finetune.start_timeout_s): the cluster has {total}, "
-                f"{free} free") from e
-        finally:
-            if old is None:
-                os.environ.pop(START_TIMEOUT_ENV, None)
-            else:
-                os.environ[START_TIMEOUT_ENV] = old
-        self.fit_s = time.perf_counter() - t0
-        if result.checkpoint is None:
-            raise RuntimeError(f"Ray Train run {name} reported no checkpoint")
-        with result.checkpoint.as_directory() as d, np.load(Path(d) / PREDICTIONS) as z:
-            self.probs = {"train": z["train"], "test": z["test"]}
-        self.checkpoint_path = result.checkpoint.path
-        self.metrics = {**(result.metrics or {}), "fit_s": self.fit_s}
+        result = fine_tune(self.cfg, self.seed, self.n_classes, self.texts["train"], targets,
+                           self.texts, weights, loss)
+        self.probs, self.metrics = result.probs, result.metrics
+        self.checkpoint_path = result.checkpoint_path
 
     def predict(self, split: str) -> np.ndarray:
         if not self.probs:
@@ -283,13 +316,3 @@ class FinetuneStudents:
     def new(self, seed_offset: int = 0) -> FinetuneStudent:
         return FinetuneStudent(self.inputs.texts_train, self.inputs.texts_test, self.n_classes,
                                self.cfg, self.inputs.seed * 1000 + seed_offset)
-
-
-def _cpu_gpu(resources: dict[str, float]) -> dict[str, float]:
-    return {k: resources.get(k, 0.0) for k in ("CPU", "GPU")}
-
-
-def _default_storage() -> Path:
-    from aar_ray.w2s.features import default_cache_dir
-
-    return default_cache_dir() / "ray_results"

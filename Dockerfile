@@ -1,0 +1,18 @@
+# The image every node of a GPU campaign runs (cluster.yaml, k8s/rayjob.yaml): the project and its
+# gpu extras on Ray's GPU image. Build it with `make image`, which passes RAY_VERSION (the Makefile
+# is the one place naming the version and the image); Ray and Python (3.11) must match the
+# driver's, or it cannot join the cluster.
+ARG RAY_VERSION
+FROM rayproject/ray:${RAY_VERSION}-py311-gpu
+
+WORKDIR /home/ray/aar-ray
+# torch first and on its own, as `make setup` does, so the resolver keeps that build
+RUN pip install --no-cache-dir torch==2.13.0
+COPY --chown=ray:users pyproject.toml README.md ./
+COPY --chown=ray:users aar_ray ./aar_ray
+RUN pip install --no-cache-dir -e '.[gpu]'
+# job entrypoints and configs: the RayJob's working_dir is this checkout
+COPY --chown=ray:users jobs ./jobs
+# no network at run time unless a campaign asks for it: models and data come pinned from the HF
+# cache (pre-fill it, or unset these for nodes with internet)
+ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
