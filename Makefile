@@ -14,7 +14,14 @@ TORCH_INDEX_URL ?=
 APT_GET ?= apt-get
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench lint browser clean
+# The campaign image (Dockerfile): the one source of its name and Ray version; cluster.yaml and
+# k8s/rayjob.yaml name the same image (a test checks). For a real cluster, push it to a registry
+# its nodes pull from: make image IMAGE=<registry>/aar-ray:2.60.0-gpu, and use that name there.
+RAY_VERSION := 2.60.0
+IMAGE ?= aar-ray:$(RAY_VERSION)-gpu
+DOCKER ?= docker
+
+.PHONY: setup run test bench lint browser clean image
 
 setup: $(STAMP)
 
@@ -37,6 +44,9 @@ bench: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+image:
+	$(DOCKER) build --build-arg RAY_VERSION=$(RAY_VERSION) -t $(IMAGE) .
 
 # Browser tests skip themselves when chromium is absent, so a missing apt (or no root)
 # only warns. Use APT_GET="sudo apt-get" where needed.

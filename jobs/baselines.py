@@ -23,6 +23,7 @@ import numpy as np
 # the job's working directory holds the package even where it is not pip-installed
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from aar_ray import train  # noqa: E402
 from aar_ray.config import CampaignConfig, load_campaign  # noqa: E402
 from aar_ray.results import stats  # noqa: E402
 from aar_ray.w2s import pgr  # noqa: E402
@@ -35,7 +36,7 @@ CONFIG = Path(__file__).resolve().parent / "configs" / "embedded.yaml"
 
 def run(cfg: CampaignConfig, methods: list[str], seeds: list[int]) -> list[dict]:
     """One row per method: (seeds, n_test) correctness, accuracies, PGR with CI, Δ vs vanilla."""
-    s = Setting.load(cfg.setting, Path(cfg.cache_dir) if cfg.cache_dir else None)
+    s = Setting.load(cfg.setting, Path(cfg.cache_dir) if cfg.cache_dir else None, cfg.finetune)
     labels = {seed: s.data.labels[s.splits(seed).test] for seed in seeds}
     inputs = {seed: student_inputs(s, seed, cfg.student.mode) for seed in seeds}
     weak = np.stack([teacher(s, seed)["test"].argmax(1) == labels[seed] for seed in seeds])
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = METHODS.names() if args.all else (args.methods or DEFAULT_METHODS)
     methods = ["vanilla"] + [m for m in methods if m != "vanilla"]
     seeds = list(range(args.seeds))
+    train.install()  # finetune-mode configs train teachers, ceilings and students on Ray Train
     t0 = time.time()
     rows = run(cfg, methods, seeds)
     print(f"Setting {cfg.setting.label} ({cfg.setting.max_examples or 'all'} examples, test "

@@ -5,12 +5,14 @@ on tiny subsets against one embedded Ray instance.
 """
 from __future__ import annotations
 
+import re
 import runpy
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from aar_ray import train
 from aar_ray.config import ConfigError, FinetuneConfig, StudentConfig
 from aar_ray.w2s.finetune import MODEL_DIR, PREDICTIONS, FinetuneStudents
 from aar_ray.w2s.tasks import load_task
@@ -23,6 +25,7 @@ GPU_SMOKE = Path(__file__).resolve().parents[1] / "jobs" / "gpu_smoke.py"
 def ray_local():
     import ray
 
+    train.install()  # fits go through Ray Train
     if ray.is_initialized():  # another module's instance: use it, leave it running
         yield
         return
@@ -63,7 +66,7 @@ def test_gpu_smoke_refuses_without_gpu(capsys) -> None:
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible")
-    assert runpy.run_path(str(GPU_SMOKE))["main"](["--steps", "small"]) == 2
+    assert runpy.run_path(str(GPU_SMOKE))["main"]([]) == 2
     assert "no GPU visible" in capsys.readouterr().err
 
 
@@ -108,12 +111,13 @@ def test_method_runs_unchanged_with_lora_tiny_qwen3(ray_local, inputs: StudentIn
 @pytest.mark.slow
 def test_gpu_smoke_on_cpu(ray_local, tmp_path: Path, capsys) -> None:
     main = runpy.run_path(str(GPU_SMOKE))["main"]
-    assert main(["--allow-cpu", "--steps", "small", "--max-length", "32",
-                 "--storage-path", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    line = next(ln for ln in out.splitlines() if ln.startswith("tokens/s"))
-    assert float(line.split()[1]) > 0
-    assert "MFU" in out
+    assert main(["--cpu", "--part", "bench", "--storage-path", str(tmp_path)]) == 0
+    # "key<padding>  value" rows; keys have single spaces, the padding at least two
+    rows = dict(re.split(r"\s{2,}", ln, maxsplit=1)
+                for ln in capsys.readouterr().out.splitlines() if re.search(r"\S\s{2,}\S", ln))
+    assert float(rows["tokens/s"].split()[0]) > 0
+    assert rows["steps / step time"].endswith(" ms") and rows["peak GPU memory"] == "0.00 GiB"
+    assert rows["MFU"].startswith("n/a")  # no GPU: no peak to compare with
 
 
 @pytest.mark.ray

@@ -1,8 +1,11 @@
-"""Hash checks for third-party packaged models and data: a changed upload must fail loudly."""
+"""Pins for third-party models and data: SHA-256 hashes of packaged files, commit hashes of hub
+repositories. A changed upload must fail loudly."""
 from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import re
 from pathlib import Path
 
 
@@ -23,3 +26,24 @@ def verify_sha256(path: Path, expected: str) -> None:
             f"{path}: SHA-256 {actual} does not match the pinned {expected}; the package "
             "was changed upstream — reinstall the pinned version"
         )
+
+
+COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def check_revision(repo: str, revision: str | None) -> dict[str, str]:
+    """The `revision=` keyword for loading `repo`: a hub id must be pinned to a full commit hash
+    (a branch or tag moves); a local directory (packaged or random test models) needs none."""
+    if os.path.isdir(repo):
+        return {}
+    if revision is None or not COMMIT.fullmatch(revision):
+        raise RuntimeError(
+            f"{repo}: pin a revision: hub models and data sets load only at a full 40-hex commit "
+            f"hash (got {revision!r}); find it on the hub page's 'Files and versions' history")
+    return {"revision": revision}
+
+
+def check_loaded_revision(repo: str, expected: str | None, loaded: str | None) -> None:
+    """transformers records the commit it resolved a hub id to (`config._commit_hash`)."""
+    if expected and loaded and loaded != expected:
+        raise RuntimeError(f"{repo}: loaded commit {loaded}, but {expected} is pinned")
