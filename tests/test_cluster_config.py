@@ -5,6 +5,7 @@ Nothing here starts Ray: only Ray's config schema and conversion functions are u
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -250,5 +251,72 @@ def test_rayjob_non_string_env_var_is_rejected(tmp_path):
 def test_moved_private_api_gives_a_clear_error():
     with pytest.raises(RayApiMovedError, match=r"no_such_function is not available in Ray"):
         _ray_private("ray.autoscaler._private.util", "no_such_function")
+
+
+# --------------------------------------------------------------------------- launchability
+
+STORAGE = "/mnt/cluster_storage"
+
+
+def _makefile_image() -> str:
+    """The image name `make image` builds: the one source the manifests must agree with."""
+    text = (REPO / "Makefile").read_text()
+    version = re.search(r"^RAY_VERSION := (\S+)$", text, re.M).group(1)
+    image = re.search(r"^IMAGE \?= (\S+)$", text, re.M).group(1)
+    return image.replace("$(RAY_VERSION)", version)
+
+
+def _pod_specs(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    spec = doc["spec"]["rayClusterSpec"]
+    return {"head": spec["headGroupSpec"]["template"]["spec"],
+            **{g["groupName"]: g["template"]["spec"] for g in spec["workerGroupSpecs"]}}
+
+
+def test_every_launch_path_runs_the_image_make_builds():
+    image = _makefile_image()
+    assert image == f"aar-ray:{ray.__version__}-gpu"
+    assert re.search(r"^FROM rayproject/ray:\$\{RAY_VERSION\}-py311-gpu$",
+                     (REPO / "Dockerfile").read_text(), re.M)
+    assert "--build-arg RAY_VERSION=$(RAY_VERSION)" in (REPO / "Makefile").read_text()
+    config = _load(CLUSTER_YAML)
+    assert config["docker"]["image"] == image
+    assert not any("docker" in t for t in config["available_node_types"].values())
+    for group, pod in _pod_specs(_load(RAYJOB_YAML)).items():
+        assert {c["image"] for c in pod["containers"]} == {image}, group
+
+
+def test_both_launch_paths_use_token_auth_and_keep_the_dashboard_private():
+    assert _load(RAYJOB_YAML)["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
+    config = validate_cluster_yaml(CLUSTER_YAML)
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        (start,) = [c for c in config[key] if "ray start" in c]
+        assert "RAY_AUTH_MODE=token ray start" in start, key
+    (head,) = [c for c in config["head_start_ray_commands"] if "ray start" in c]
+    assert "--dashboard-host=127.0.0.1" in head
+    assert "ANTHROPIC_API_KEY=" not in CLUSTER_YAML.read_text()  # only a path to a key file
+
+
+def test_ray_train_storage_is_shared_by_every_node_at_one_path():
+    from aar_ray.config import load_campaign
+
+    gpu = load_campaign(REPO / "jobs" / "configs" / "gpu_qwen.yaml")
+    assert gpu.finetune.storage_path.startswith(STORAGE + "/")
+    # KubeRay: one ReadWriteMany claim, mounted at STORAGE in the head and every worker group
+    claim = _load(REPO / "k8s" / "storage.yaml")
+    assert claim["kind"] == "PersistentVolumeClaim"
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    for group, pod in _pod_specs(_load(RAYJOB_YAML)).items():
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        mounts = [m for c in pod["containers"] for m in c.get("volumeMounts", [])
+                  if m["mountPath"] == STORAGE]
+        assert len(mounts) == len(pod["containers"]) == 1, group
+        pvc = volumes[mounts[0]["name"]]["persistentVolumeClaim"]
+        assert pvc["claimName"] == claim["metadata"]["name"], group
+    # cluster.yaml: mounted on every host before its container starts, and into every container
+    config = _load(CLUSTER_YAML)
+    assert any(f" {STORAGE}" in c and "mount " in c for c in config["initialization_commands"])
+    assert f"-v {STORAGE}:{STORAGE}" in config["docker"]["run_options"]
+    assert not any("initialization_commands" in t or "docker" in t
+                   for t in config["available_node_types"].values())
     with pytest.raises(RayApiMovedError, match=r"private Ray API"):
         _ray_private("ray.autoscaler._private.no_such_module", "validate_config")
