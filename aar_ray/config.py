@@ -14,10 +14,12 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from aar_ray.errors import Refusal
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(Refusal):
     """A config value is missing, of the wrong type, out of range or unknown; names the field."""
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from aar_ray.lab.store import read_rows
+from aar_ray.observe import operations
 from aar_ray.results.diversity import diversity
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
@@ -44,6 +45,7 @@ code.id{white-space:nowrap;word-break:normal}
 .kind-result{background:#e3f2fd} .kind-error{background:#ffebee}
 .kind-hypothesis{background:#f3e5f5}
 svg text{font:11px system-ui,sans-serif}
+pre{white-space:pre-wrap;font-size:12px;margin:4px 0}
 """
 
 
@@ -111,6 +113,7 @@ def load(campaign_dir: str | Path) -> dict[str, Any]:
         "diversity": summary.get("diversity") or diversity(agent_trials),
         "posts": read_rows(d / "forum.sqlite", "SELECT * FROM posts ORDER BY id"),
         "events": read_rows(d / "scorer.sqlite", "SELECT * FROM events ORDER BY id"),
+        "operations": operations.read(d),
         "audit": _json(d / "audit.json"), "agents": agents,
         "directions": {p.parent.name: p.read_text().strip()
                        for p in sorted((d / "agents").glob("*/direction.md"))},
@@ -388,6 +391,21 @@ def section_events(data: dict[str, Any]) -> str:
             + _table(["time (UTC)", "agent", "trial", "kind", "detail"], rows))
 
 
+def section_operations(data: dict[str, Any], latest: int = 20) -> str:
+    """Internal errors (bugs) from operations.jsonl: count, then the latest with tracebacks."""
+    entries = data["operations"]
+    internal = sum(v.get("kind") == "tool_internal_error" for v in entries)
+    if not entries:
+        return '<h2>Internal errors</h2><p class="ok">None recorded.</p>'
+    rows = [[e(when(v.get("at"))), f'<code class="id">{e(v.get("id"))}</code>',
+             e(v.get("kind")), e(v.get("agent")), e(v.get("tool")),
+             f"<details><summary>{e(operations.headline(v))}</summary>"
+             f"<pre>{e(v.get('traceback'))}</pre><code>{e(v.get('args'))}</code></details>"]
+            for v in entries[-latest:]]
+    return (f"<h2>Internal errors ({internal}; operations log: {len(entries)} entries)</h2>"
+            + table(["time (UTC)", "id", "kind", "agent", "tool", "error"], rows))
+
+
 def section_audit(data: dict[str, Any]) -> str:
     """audit.json: {"rows": [...], "rule": ...} (lab.audit) or a bare list of rows."""
     audit = data["audit"]
@@ -448,6 +466,7 @@ def section_costs(data: dict[str, Any]) -> str:
 def render(data: dict[str, Any]) -> str:
     body = "".join(f(data) for f in (section_header, section_leaderboard, section_progress,
                                      section_diversity, section_audit, section_events,
+                                     section_operations,
                                      section_forum, section_costs))
     csp = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'

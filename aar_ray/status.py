@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aar_ray.lab.store import read_rows
+from aar_ray.observe import operations
 
 STATUSES = ("queued", "running", "done", "error")
 CLEAR = "\033[H\033[2J"
@@ -94,8 +95,22 @@ def campaign_text(campaign_dir: str | Path, top: int = 10) -> str:
     total = sum((u or {}).get("dollars", 0) or 0 for u in usage.values())
     lines += ["", f"public leaderboard (top {top}, as shown to agents):", *_board(board),
               "", f"total Claude cost: ${total:.4f}"
-              + ("" if any(usage.values()) else " (offline brain)")]
+              + ("" if any(usage.values()) else " (offline brain)"), *_operations(d)]
     return "\n".join(lines)
+
+
+def _operations(d: Path, latest: int = 3) -> list[str]:
+    """The internal-error count and the latest entries of the operations log."""
+    entries = operations.read(d)
+    internal = sum(e.get("kind") == "tool_internal_error" for e in entries)
+    lines = [f"internal errors: {internal}   operations log entries: {len(entries)}"
+             + (f" ({d / operations.FILE})" if entries else "")]
+    for e in entries[-latest:]:
+        lines.append(f"  {time.strftime('%H:%M:%S', time.localtime(e.get('at', 0)))} "
+                     f"{e.get('id', '?')} {e.get('kind', '?')} {e.get('agent', '-')} "
+                     f"{e.get('tool', '-')}: {operations.headline(e)[:120]}")
+    return lines
+
 
 
 class MissingActor(RuntimeError):

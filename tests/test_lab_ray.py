@@ -42,7 +42,7 @@ def _tool_log(campaign_dir: Path, tool: str) -> list[dict]:
     for f in (campaign_dir / "agents").glob("*/tool_calls.jsonl"):
         for line in f.read_text().splitlines():
             entry = json.loads(line)
-            if entry["tool"] == tool:
+            if entry["tool"] == tool and not entry.get("error"):
                 out.append({"agent": f.parent.name, **json.loads(entry["result"])})
     return out
 

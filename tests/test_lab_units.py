@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from ray.exceptions import ActorUnavailableError
 
 from aar_ray.brains.base import ToolResult
 from aar_ray.brains.offline import OfflineBrain
@@ -12,6 +13,7 @@ from aar_ray.config import BudgetConfig, CampaignConfig, ScoringConfig
 from aar_ray.lab.forum import Forum, ForumError
 from aar_ray.lab.scorer import ScoreError, Scorer
 from aar_ray.lab.tools import TOOLS, LabToolbox
+from aar_ray.lab.trials import TrialError
 from aar_ray.w2s.trial import run_method
 
 
@@ -120,7 +122,7 @@ class FakeQueue:
     def __init__(self):
         self.trials = {}
 
-    def enqueue(self, agent, method, params, seeds):
+    def enqueue(self, agent, method, params, seeds, request_id=None):
         from aar_ray.w2s.methods import make_method
 
         make_method(method, params)
@@ -131,14 +133,16 @@ class FakeQueue:
     def status(self, trial_id, agent=None, wait_s=0):
         t = self.trials.get(trial_id)
         if t is None or t["agent"] != agent:
-            raise ValueError(f"no trial {trial_id!r} of yours")
+            raise TrialError(f"no trial {trial_id!r} of yours")  # the real queue's refusal
         return {"trial_id": trial_id, **t}
 
 
 class DeadActor:
+    """A restarting actor as Ray reports it: a transient failure, retried later."""
+
     def __getattr__(self, name):
         def fail(*a, **k):
-            raise ConnectionError("actor died")
+            raise ActorUnavailableError("restarting", None)
         return fail
 
 
@@ -159,6 +163,7 @@ def test_tools_turn_bad_input_into_clear_errors(tmp_path):
     for name, args, message in cases:
         out = tools.call(name, args)
         assert out.is_error and message in out.content, (name, out.content)
+        assert out.error == ("transient" if name == "read_forum" else "refusal"), out
     tid = json.loads(tools.call("run_trial", {"method": "vanilla"}).content)["trial_id"]
     out = tools.call("submit", {"trial_id": tid})
     assert out.is_error and "only finished trials" in out.content

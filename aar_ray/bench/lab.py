@@ -60,7 +60,7 @@ def _campaign(agents: int, per_actor: int, root: str) -> dict:
     for f in Path(summary["campaign_dir"]).glob("agents/*/tool_calls.jsonl"):
         for line in f.read_text().splitlines():
             e = json.loads(line)
-            if e["tool"] in lat:
+            if e["tool"] in lat and not e.get("error"):
                 lat[e["tool"]].append(e["s"] * 1000)
     row = {"agents": agents, "agents per actor": per_actor,
            "actor processes": -(-agents // per_actor), "wall s": time.time() - t0,

@@ -15,6 +15,9 @@ class ToolResult:
 
     content: str
     is_error: bool = False
+    # why it failed, for the lab and its tests (brains see only content and is_error):
+    # "refusal" (bad input or a rule), "transient" (Ray: retry later), "internal" (a bug)
+    error: str | None = None
 
 
 class Toolbox(Protocol):

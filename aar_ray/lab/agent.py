@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from aar_ray.brains import make_brain
 from aar_ray.config import CampaignConfig
 from aar_ray.lab import NAMESPACE
 from aar_ray.lab.tools import LabToolbox
-from aar_ray.observe import metrics
+from aar_ray.observe import metrics, operations
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,9 @@ class Researcher:
                 more = self.brain.step(self.tools)
             except Exception as e:  # a brain bug must not take the campaign down
                 log.exception("agent %s: brain step failed", self.agent_id)
+                operations.record(self.tools.campaign_dir, "brain_step_error",
+                                  agent=self.agent_id, error=f"{type(e).__name__}: {e}",
+                                  traceback=traceback.format_exc())
                 more = True
                 time.sleep(1)
                 self.tools.call("post", {"title": f"{self.agent_id}: internal error",

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aar_ray.errors import Refusal
 from aar_ray.lab.store import Store, dumps
 from aar_ray.observe import metrics
 
@@ -28,7 +29,7 @@ CREATE INDEX IF NOT EXISTS posts_parent ON posts(parent_id);
 """
 
 
-class ForumError(ValueError):
+class ForumError(Refusal):
     """A post or query the forum refuses; the message says what to change."""
 
 

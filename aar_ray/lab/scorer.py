@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from aar_ray.config import CampaignConfig
+from aar_ray.errors import Refusal
 from aar_ray.lab.store import Store, dumps
 from aar_ray.observe import metrics
 from aar_ray.results.leaderboard import annotate_leaderboard
@@ -33,7 +34,7 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
-class ScoreError(ValueError):
+class ScoreError(Refusal):
     """A submission the scorer refuses; the message is safe to show the agent."""
 
 

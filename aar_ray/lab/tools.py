@@ -1,28 +1,46 @@
 """The agents' tools: one definition per tool (name, description, JSON schema, handler), from
 which the Claude `tools` list, the offline brain's view and input validation all come.
 
-A tool never raises to the brain: bad input, refusals and dead actors come back as
-`ToolResult(is_error=True)` with a message that says what to do instead.
+A tool never raises to the brain. `LabToolbox.call` is the one place where a failure is
+classified (docs/testing.md, "Error taxonomy"):
+  refusal    input that breaks the schema or a rule (`aar_ray.errors.Refusal`): its message,
+             which says what to change;
+  transient  Ray itself failed (an actor died or is restarting, a node, worker or object was
+             lost, a call timed out): "retry later";
+  internal   anything else, i.e. a bug: the agent gets an error id; the traceback, tool, agent
+             and arguments go to the campaign's operations log, and a metric counts it.
 """
 from __future__ import annotations
 
 import json
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+from ray import exceptions as ray_errors
 
 from aar_ray.brains.base import ToolResult
 from aar_ray.config import CampaignConfig, ConfigError
-from aar_ray.observe import metrics
+from aar_ray.errors import Refusal
+from aar_ray.observe import metrics, operations
 from aar_ray.sandbox import custom_methods
 
 log = logging.getLogger(__name__)
 MAX_NOTEBOOK = 100_000
+MAX_MESSAGE = 400  # a schema error quotes the offending value, which may be 100 kB long
+
+# Ray's own failures, after which the same call can succeed later (RayActorError covers
+# ActorDiedError and ActorUnavailableError; ObjectLostError its owner- and fetch-lost kinds).
+# What a remote method itself raised arrives as a RayTaskError and is judged by its cause.
+TRANSIENT = (ray_errors.RayActorError, ray_errors.GetTimeoutError, ray_errors.ObjectLostError,
+             ray_errors.NodeDiedError, ray_errors.WorkerCrashedError,
+             ray_errors.LocalRayletDiedError, ray_errors.OutOfMemoryError,
+             ray_errors.PendingCallsLimitExceeded)
 
 
 @dataclass(frozen=True)
@@ -40,6 +58,38 @@ def _obj(props: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any
 
 STR = {"type": "string"}
 TRIAL_ID = {"type": "string", "minLength": 1, "maxLength": 64}
+
+
+def classify(error: BaseException) -> tuple[str, BaseException]:
+    """("refusal" | "transient" | "internal", the exception to report), unwrapping the
+    RayTaskError in which Ray delivers what a remote method raised."""
+    while isinstance(error, ray_errors.RayTaskError) and error.cause is not None:
+        error = error.cause
+    if isinstance(error, Refusal):
+        return "refusal", error
+    if isinstance(error, TRANSIENT):
+        return "transient", error
+    return "internal", error
+
+
+def _unicode_problem(args: Any) -> str | None:
+    """JSON may carry lone surrogates ("\\ud800"), which no file or database can store."""
+    try:
+        json.dumps(args, ensure_ascii=False, default=str).encode()
+    except UnicodeEncodeError:
+        return "input contains text that is not valid Unicode (a lone surrogate); send UTF-8"
+    return None
+
+
+def _schema_problem(name: str, args: Any) -> str | None:
+    error = jsonschema.exceptions.best_match(VALIDATORS[name].iter_errors(args))
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "input"
+    message = error.message
+    if len(message) > MAX_MESSAGE:  # keep both ends: the value's start and the rule broken
+        message = message[:MAX_MESSAGE // 2] + " ... " + message[-MAX_MESSAGE // 2:]
+    return f"invalid input for {name} at {where}: {message}"
 
 
 def call(target: Any, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -60,6 +110,7 @@ class LabToolbox:
         self.agent_id, self.workspace, self.cfg = agent_id, Path(workspace), cfg
         self.forum, self.scorer, self.queue = forum, scorer, queue
         self.workspace.mkdir(parents=True, exist_ok=True)
+        self.campaign_dir = self.workspace.parent.parent  # workspaces: <campaign>/agents/<id>
         self.calls = 0
         self._catalog: dict[str, dict[str, Any]] | None = None
 
@@ -69,35 +120,56 @@ class LabToolbox:
 
     def call(self, name: str, args: Any) -> ToolResult:
         self.calls += 1
+        t0 = time.perf_counter()
+        result = self._dispatch(name, {} if args is None else args)
+        seconds = time.perf_counter() - t0
+        self._log(name, args, result, seconds)
+        if not result.is_error:  # only known tools: no tag per misspelt name
+            metrics.tool_latency(name, seconds)
+        return result
+
+    def _dispatch(self, name: str, args: Any) -> ToolResult:
         tool = TOOLS.get(name)
         if tool is None:
-            return ToolResult(f"unknown tool {name!r}; available: {sorted(TOOLS)}", True)
-        if args is None:
-            args = {}
+            return ToolResult(f"unknown tool {name!r}; available: {sorted(TOOLS)}", True,
+                              "refusal")
+        problem = _unicode_problem(args) or _schema_problem(name, args)
+        if problem:
+            return ToolResult(problem, True, "refusal")
         try:
-            jsonschema.validate(args, tool.schema)
-        except jsonschema.ValidationError as e:
-            where = "/".join(str(p) for p in e.absolute_path) or "input"
-            return ToolResult(f"invalid input for {name} at {where}: {e.message}", True)
-        t0 = time.perf_counter()
-        try:
-            out = tool.handler(self, **args)
-        except (ConfigError, ValueError, PermissionError) as e:  # refusals with a message
-            return ToolResult(str(getattr(e, "cause", None) or e), True)
-        except Exception as e:  # a dead or restarting actor, a timeout: retry later
-            log.warning("tool %s failed for %s: %r", name, self.agent_id, e)
-            return ToolResult(f"{name} is temporarily unavailable ({type(e).__name__}); "
-                              "try again shortly", True)
-        text = json.dumps(out, default=str)
-        self._log(name, args, text, time.perf_counter() - t0)
-        metrics.tool_latency(name, time.perf_counter() - t0)
-        return ToolResult(text)
+            return ToolResult(json.dumps(tool.handler(self, **args), default=str))
+        except Exception as e:  # classified: the brain never sees a raise
+            return self._failed(name, args, e)
 
-    def _log(self, name: str, args: dict[str, Any], result: str, seconds: float) -> None:
-        """Every successful call, its result and latency: the agent's own record."""
+    def _failed(self, name: str, args: dict[str, Any], error: Exception) -> ToolResult:
+        kind, cause = classify(error)
+        if kind == "refusal":
+            return ToolResult(str(cause), True, kind)
+        if kind == "transient":
+            log.warning("tool %s unavailable for %s: %r", name, self.agent_id, cause)
+            return ToolResult(f"{name} is temporarily unavailable ({type(cause).__name__}); "
+                              "try again shortly", True, kind)
+        log.error("tool %s: internal error for %s", name, self.agent_id, exc_info=error)
+        metrics.tool_internal_error(name)
+        try:
+            ref = "recorded as " + operations.record(
+                self.campaign_dir, "tool_internal_error", tool=name, agent=self.agent_id,
+                args=operations.args_text(args), error=f"{type(cause).__name__}: {cause}",
+                traceback="".join(traceback.format_exception(error)))
+        except OSError:  # the log's own failure must not reach the brain either
+            log.exception("operations log not written")
+            ref = "not recorded (the operations log could not be written)"
+        return ToolResult(f"internal error in {name} ({type(cause).__name__}), {ref}. This is "
+                          "a bug in the lab, not a problem with your input, and the same call "
+                          "will probably fail again: carry on with something else.", True, kind)
+
+    def _log(self, name: str, args: Any, result: ToolResult, seconds: float) -> None:
+        """Every call, its result (and error kind, if it failed) and latency: the agent's own
+        record."""
         with open(self.workspace / "tool_calls.jsonl", "a") as f:
             f.write(json.dumps({"at": time.time(), "tool": name, "args": args,
-                                "result": result[:2000], "s": round(seconds, 5)}) + "\n")
+                                "result": result.content[:2000], "error": result.error,
+                                "s": round(seconds, 5)}, default=str) + "\n")
 
     # ---- handlers ----------------------------------------------------------------------------
 
@@ -137,7 +209,7 @@ class LabToolbox:
         return catalog[name]
 
     def write_method(self, name: str, code: str) -> Any:
-        out = custom_methods.save(self.workspace.parent.parent, self.agent_id, name, code,
+        out = custom_methods.save(self.campaign_dir, self.agent_id, name, code,
                                   builtin=set(self.catalog()))
         return {**out, "note": f"run it with run_trial(method={out['method']!r}); it runs in "
                                "a sandbox: no files, processes, sockets or ctypes"}
@@ -156,7 +228,7 @@ class LabToolbox:
     def submit(self, trial_id: str) -> Any:
         status = call(self.queue, "status", trial_id, self.agent_id)
         if status["status"] != "done":
-            raise ValueError(f"trial {trial_id} is {status['status']}"
+            raise Refusal(f"trial {trial_id} is {status['status']}"
                              + (f" ({status['error']})" if status["error"] else "")
                              + "; only finished trials can be submitted")
         return call(self.scorer, "submit", trial_id, self.agent_id)
@@ -174,7 +246,7 @@ class LabToolbox:
         old = path.read_text() if path.exists() and mode == "append" else ""
         new = old + ("\n" if old else "") + text
         if len(new) > MAX_NOTEBOOK:
-            raise ValueError(f"the notebook would exceed {MAX_NOTEBOOK} characters; "
+            raise Refusal(f"the notebook would exceed {MAX_NOTEBOOK} characters; "
                              "write a shorter summary with mode=replace")
         path.write_text(new)
         return {"chars": len(new)}
@@ -198,7 +270,7 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
               ("title", "body", "kind")),
          LabToolbox.post),
     Tool("reply", "Reply to a forum post.",
-         _obj({"post_id": {"type": "integer", "minimum": 1},
+         _obj({"post_id": {"type": "integer", "minimum": 1, "maximum": 2**62},
                "body": {"type": "string", "minLength": 1, "maxLength": 8000}},
               ("post_id", "body")),
          LabToolbox.reply),
@@ -241,3 +313,5 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
                "mode": {"enum": ["append", "replace"]}}, ("text",)),
          LabToolbox.write_notebook),
 ]}
+VALIDATORS = {name: jsonschema.validators.validator_for(t.schema)(t.schema)
+              for name, t in TOOLS.items()}

@@ -24,6 +24,7 @@ from typing import Any
 import ray
 
 from aar_ray.config import CampaignConfig, ConfigError
+from aar_ray.errors import Refusal
 from aar_ray.lab.store import Store, dumps
 from aar_ray.observe import metrics, tracking
 from aar_ray.sandbox import custom_methods
@@ -37,7 +38,7 @@ CREATE TABLE IF NOT EXISTS trials (
 ACTIVE = ("queued", "running")
 
 
-class TrialError(ValueError):
+class TrialError(Refusal):
     """A trial request the queue refuses; the message says what is allowed."""
 
 

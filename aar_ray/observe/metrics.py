@@ -26,6 +26,8 @@ SPECS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "aar_trial_queue_length": ("gauge", "Trials queued and not yet running", ()),
     "aar_forum_posts_total": ("counter", "Forum posts and replies, by kind", ("kind",)),
     "aar_tool_latency_seconds": ("histogram", "Agent tool call latency", ("tool",)),
+    "aar_tool_internal_errors_total": ("counter", "Tool calls that failed with an internal "
+                                       "error (a bug; see operations.jsonl)", ("tool",)),
 }
 LATENCY_BOUNDARIES = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
                       600.0]
@@ -124,3 +126,7 @@ def forum_post(kind: str) -> None:
 
 def tool_latency(tool: str, seconds: float) -> None:
     _record("aar_tool_latency_seconds", seconds, tool=tool)
+
+
+def tool_internal_error(tool: str) -> None:
+    _record("aar_tool_internal_errors_total", 1, tool=tool)

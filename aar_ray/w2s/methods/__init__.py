@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import math
 import pkgutil
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -108,10 +110,11 @@ def build_params(method: type[Method], raw: dict[str, Any] | None) -> Any:
             continue
         v, tp, m = raw[name], _field_type(method, f), f.metadata
         if tp is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
+            # JSON integers are unbounded: past float's range the value is simply infinite
+            v = float(v) if abs(v) <= sys.float_info.max else math.inf * (1 if v > 0 else -1)
         if not isinstance(v, tp) or (isinstance(v, bool) and tp is not bool):
             raise ConfigError(f"{where}.{name}: expected {tp.__name__}, got {v!r}")
-        if tp in (int, float) and not np.isfinite(v):
+        if tp is float and not math.isfinite(v):  # an int is finite (and may not fit np)
             raise ConfigError(f"{where}.{name}: must be finite, got {v!r}")
         lo, hi = m.get("lo"), m.get("hi")
         if (lo is not None and v < lo) or (hi is not None and v > hi):

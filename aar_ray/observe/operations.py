@@ -1,0 +1,63 @@
+"""The campaign's operations log, `<campaign dir>/operations.jsonl`: what went wrong inside the
+lab (not what agents did wrong), one JSON object a line, for the people running the campaign.
+
+An entry is written for every *internal* error at the tool boundary (a bug: the agent sees only
+the entry's id) and for every failed brain step. Many agent processes append to the one file:
+each entry is a single `os.write` on an `O_APPEND` descriptor, which the kernel appends whole, so
+concurrent writers never interleave lines. `aar status` and `aar report` read it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+FILE = "operations.jsonl"
+MAX_ARGS_CHARS = 4000  # a method's source or a notebook can be 100 kB; the head is enough
+
+
+def record(campaign_dir: str | Path, kind: str, **fields: Any) -> str:
+    """Append one entry of `kind` (e.g. "tool_internal_error") and return its id."""
+    entry_id = f"err-{uuid.uuid4().hex[:10]}"
+    entry = {"id": entry_id, "at": time.time(), "kind": kind, **fields}
+    line = (json.dumps(entry, default=str) + "\n").encode()
+    fd = os.open(Path(campaign_dir) / FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    return entry_id
+
+
+def args_text(args: Any) -> str:
+    """Tool arguments as JSON, cut to MAX_ARGS_CHARS."""
+    text = json.dumps(args, default=str)
+    if len(text) > MAX_ARGS_CHARS:
+        text = text[:MAX_ARGS_CHARS] + f"... [{len(text) - MAX_ARGS_CHARS} more characters]"
+    return text
+
+
+def read(campaign_dir: str | Path) -> list[dict[str, Any]]:
+    """Every entry, oldest first; [] when there is no log. A line cut short by a crash while it
+    was written is skipped, not fatal: the readers are status and report."""
+    path = Path(campaign_dir) / FILE
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out
+
+
+def headline(entry: dict[str, Any]) -> str:
+    """The last line of an entry's traceback (`KeyError: 'x'`), or its error field."""
+    tb = (entry.get("traceback") or "").strip().splitlines()
+    return tb[-1] if tb else str(entry.get("error", ""))
