@@ -403,7 +403,7 @@ def section_operations(data: dict[str, Any], latest: int = 20) -> str:
              f"<pre>{e(v.get('traceback'))}</pre><code>{e(v.get('args'))}</code></details>"]
             for v in entries[-latest:]]
     return (f"<h2>Internal errors ({internal}; operations log: {len(entries)} entries)</h2>"
-            + table(["time (UTC)", "id", "kind", "agent", "tool", "error"], rows))
+            + _table(["time (UTC)", "id", "kind", "agent", "tool", "error"], rows))
 
 
 def section_audit(data: dict[str, Any]) -> str:
