@@ -129,6 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--campaign", help="its campaign directory (default: search campaigns/)")
     rr.set_defaults(fn=cmd_rerun)
 
+    sw = sub.add_parser("sweep", help="a campaign explored by a Ray Tune sweep over the methods "
+                                      "instead of agents: the baseline the lab must beat")
+    sw.add_argument("--config", required=True, help="campaign YAML (see jobs/configs/)")
+    sw.add_argument("--trials", type=int, help="default: the config's sweep.trials, else "
+                                               "agents x budget.trials_per_agent")
+    sw.add_argument("--search", choices=["optuna", "random"],
+                    help="optuna = TPE (default: the config's sweep.search)")
+    sw.add_argument("--root", help="where campaign directories are created")
+    sw.add_argument("--no-progress", action="store_true")
+    sw.set_defaults(fn=cmd_run, resume=None, brain=None, agents=None)
+
+    c = sub.add_parser("compare", help="two finished campaigns side by side (lab vs sweep)")
+    c.add_argument("campaign_a")
+    c.add_argument("campaign_b")
+    c.set_defaults(fn=cmd_compare)
+
     m = sub.add_parser("methods", help="list the registered methods and their parameters")
     m.set_defaults(fn=cmd_methods)
     return p
@@ -147,6 +163,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             cfg.agents = args.agents
         if args.root:
             cfg.root = args.root
+        if args.command == "sweep":  # a Ray Tune sweep explores instead of the agents
+            cfg.explorer = "sweep"
+            cfg.sweep.search = args.search or cfg.sweep.search
+            cfg.sweep.trials = args.trials or cfg.sweep.trials
         cfg.validate(args.config)
     try:
         summary = run_campaign(cfg, resume=args.resume, progress=not args.no_progress)
@@ -247,6 +267,13 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     print(f"{args.trial_id}: original PGR {r['original_pgr']:.3f}, rerun {r['rerun_pgr']:.3f}: "
           f"{verdict}")
     return 0 if r["within_ci"] else 1
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from aar_ray.results.compare import campaign_facts, format_compare
+
+    print(format_compare(campaign_facts(args.campaign_a), campaign_facts(args.campaign_b)))
+    return 0
 
 
 def cmd_methods(args: argparse.Namespace) -> int:

@@ -230,6 +230,21 @@ class WandbConfig:
     mode: Literal["offline", "online", "disabled"] = "offline"
 
 
+SWEEP_AGENT_PREFIX = "sweep-"  # a sweep's trials run under the agent id sweep-<search>
+
+
+@dataclass
+class SweepConfig:
+    """The sweep explorer (`explorer: sweep`): a Ray Tune search over the method registry in
+    place of the agents, through the same trial queue and scorer, under one agent id."""
+
+    search: Literal["optuna", "random"] = "optuna"  # optuna = Optuna's TPE sampler
+    trials: int = 0  # 0 = the fleet's budget: agents × budget.trials_per_agent
+
+    def validate(self, where: str) -> None:
+        check(self.trials >= 0, f"{where}.trials", "must be >= 0")
+
+
 @dataclass
 class CampaignConfig:
     """A whole campaign: one setting researched by N agents with different starting directions."""
@@ -250,6 +265,9 @@ class CampaignConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     root: str = "campaigns"  # campaign directories are created under this folder
     cache_dir: str = ""  # "" = $AAR_CACHE or ~/.cache/aar-ray
+    seed: int = 0  # the campaign's own randomness: offline brains and the sweep's sampler
+    explorer: Literal["agents", "sweep"] = "agents"  # who proposes the trials
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
     def validate(self, where: str = "config") -> None:
         check(bool(self.name) and "/" not in self.name, f"{where}.name", "must be a plain name")
@@ -260,12 +278,38 @@ class CampaignConfig:
             check(len(self.directions) >= self.agents or len(self.directions) >= 9,
                   f"{where}.directions", "give one per agent (or at least nine to cycle through)")
         for name in ("setting", "student", "finetune", "claude", "budget", "resources",
-                     "scoring", "audit"):
+                     "scoring", "audit", "sweep"):
             getattr(self, name).validate(f"{where}.{name}")
         for i, s in enumerate(self.audit.settings):
             check((s.task, s.weak, s.strong) != (self.setting.task, self.setting.weak,
                                                  self.setting.strong),
                   f"{where}.audit.settings[{i}]", "must differ from the campaign's own setting")
+        if self.explorer == "sweep":
+            check(self.exploration_trials() >= 1, f"{where}.sweep.trials",
+                  "must be >= 1 when budget.trials_per_agent is 0 (unlimited)")
+
+    @property
+    def sweep_agent(self) -> str:
+        return f"{SWEEP_AGENT_PREFIX}{self.sweep.search}"
+
+    def exploration_trials(self) -> int:
+        """Trials the explorer may run in all (0 = unlimited): the fleet's, agents ×
+        trials_per_agent, unless a sweep is given its own count."""
+        fleet = self.agents * self.budget.trials_per_agent
+        return (self.sweep.trials or fleet) if self.explorer == "sweep" else fleet
+
+    def trial_budget(self, agent: str) -> int:
+        """Trials `agent` may run (0 = unlimited). The sweep is one searcher standing in for
+        the whole fleet, so its one agent id gets the whole exploration budget."""
+        if self.explorer == "sweep" and agent == self.sweep_agent:
+            return self.exploration_trials()
+        return self.budget.trials_per_agent
+
+    def submission_budget(self, agent: str) -> int:
+        """Submissions `agent` may make: the sweep submits each of its trials once."""
+        if self.explorer == "sweep" and agent == self.sweep_agent:
+            return self.exploration_trials()
+        return self.scoring.submissions_per_agent
 
 
 # ---- parsing ---------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from aar_ray.lab import NAMESPACE
 from aar_ray.lab.actors import ForumActor, ScorerActor, TrialQueueActor, create
 from aar_ray.lab.agent import ResearcherActor
 from aar_ray.lab.directions import DIRECTIONS
+from aar_ray.lab.sweep import explore_task
 from aar_ray.results.diversity import diversity
 
 FORWARDED_ENV = ("WANDB_MODE", "WANDB_PROJECT", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
@@ -159,10 +160,13 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
         # cleanly instead, and `aar run --resume DIR` continues it
         signal.signal(signal.SIGTERM, _interrupt)
     try:
-        lab = start_lab(cfg, campaign_dir)
+        lab = start_lab(cfg, campaign_dir, with_agents=cfg.explorer == "agents")
         run_baseline(lab)
         deadline = time.time() + cfg.budget.wall_clock_s if cfg.budget.wall_clock_s else 1e12
-        refs = {a.run.remote(deadline): names for a, names in lab.agents}
+        if cfg.explorer == "sweep":  # a Ray Tune sweep explores instead of the agents
+            refs = {explore_task.remote(lab, deadline): [cfg.sweep_agent]}
+        else:
+            refs = {a.run.remote(deadline): names for a, names in lab.agents}
         show = Progress(lab, t0, enabled=progress)
         pending = list(refs)
         stopped = None
@@ -223,7 +227,7 @@ class Progress:
         self.last = time.time()
         c = ray.get(self.lab.queue.counts.remote("agent"))
         top = ray.get(self.lab.scorer.leaderboard.remote("public", 1))
-        budget = self.lab.cfg.budget.trials_per_agent * self.lab.cfg.agents
+        budget = self.lab.cfg.exploration_trials()
         best = f"{top[0]['pgr']:.2f} ({top[0]['agent']}, {top[0]['method']})" if top else "-"
         line = (f"[{time.time() - self.t0:6.0f}s] trials {c['done']}/{budget or '?'} done, "
                 f"{c['running']} running, {c['queued']} queued, {c['error']} failed | "
@@ -236,15 +240,16 @@ class Progress:
 
 def format_leaderboard(summary: dict[str, Any], top: int = 10) -> str:
     """The private leaderboard: PGR ± SE over seeds, its 95% CI, the Holm-adjusted p-value
-    against the lab's vanilla baseline, and integrity flags."""
-    rows = [f"{'#':>2} {'method':<18} {'agent':<10} {'PGR':>7} {'± SE':>6} {'95% CI':>16} "
+    against the lab's vanilla baseline, and integrity flags. A sweep's entries say so in
+    their agent id (sweep-optuna, sweep-random)."""
+    rows = [f"{'#':>2} {'method':<18} {'agent':<12} {'PGR':>7} {'± SE':>6} {'95% CI':>16} "
             f"{'p(Holm)':>8} seeds  flags / params"]
     for i, e in enumerate(summary["leaderboard"][:top], 1):
         se = "" if e["se"] is None else f"{e['se']:.3f}"
         ci = "" if e.get("ci_lo") is None else f"[{e['ci_lo']:.2f}, {e['ci_hi']:.2f}]"
         p = "" if e.get("p_holm") is None else f"{e['p_holm']:.3f}"
         flags = [f["kind"] for f in e["flags"] if f.get("ignores_teacher", True)]
-        rows.append(f"{i:>2} {e['method'][:18]:<18} {e['agent']:<10} {e['pgr']:>7.3f} {se:>6} "
+        rows.append(f"{i:>2} {e['method'][:18]:<18} {e['agent']:<12} {e['pgr']:>7.3f} {se:>6} "
                     f"{ci:>16} {p:>8} {len(e['seeds']):>5}  "
                     f"{' '.join('⚑' + f for f in flags)} {json.dumps(e['params'])}")
     b = summary["baseline"]

@@ -140,9 +140,8 @@ class Scorer:
         if done is not None:  # resubmitting costs nothing and reveals nothing new
             return self._feedback(trial_id, done["shown"], done["message"], agent)
         used = self.store.one("SELECT COUNT(*) AS n FROM submissions WHERE agent=?", (agent,))
-        if used["n"] >= self.cfg.scoring.submissions_per_agent:
-            raise ScoreError(f"scoring budget used up ({self.cfg.scoring.submissions_per_agent} "
-                             "submissions per agent)")
+        if used["n"] >= (limit := self.cfg.submission_budget(agent)):
+            raise ScoreError(f"scoring budget used up ({limit} submissions per agent)")
         preds = _unpack(row["preds"])
         public, private = self.score(preds, "public"), self.score(preds, "private")
         twin = self._near_duplicate(agent, trial_id, preds)

@@ -138,7 +138,7 @@ class TrialQueue:
         bad = [s for s in seeds if s not in self.cfg.seeds]
         if bad or len(set(seeds)) != len(seeds):
             raise TrialError(f"seeds must be distinct values from {self.cfg.seeds}; got {seeds}")
-        limit = self.cfg.budget.trials_per_agent
+        limit = self.cfg.trial_budget(agent)
         if kind == "agent" and limit:
             used = self.store.one("SELECT COUNT(*) AS n FROM trials WHERE agent=? AND "
                                   "kind='agent'", (agent,))["n"]
@@ -162,6 +162,10 @@ class TrialQueue:
         from aar_ray.w2s.methods import METHODS, describe
 
         return {name: describe(name) for name in METHODS.names()}
+
+    async def slots(self) -> int:
+        """How many trials run at once: a sweep keeps this many configurations in flight."""
+        return self._slots()
 
     async def enqueue_control(self, trial_id: str) -> dict[str, Any]:
         """The teacher-use control of a trial: the same method and params, trained on the

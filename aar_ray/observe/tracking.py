@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from aar_ray.config import CampaignConfig
+from aar_ray.config import SWEEP_AGENT_PREFIX, CampaignConfig
 
 log = logging.getLogger(__name__)
 MODES = ("online", "offline", "disabled")
@@ -61,10 +61,19 @@ def _flat_params(params: dict[str, Any], prefix: str = "param.") -> dict[str, An
     return out
 
 
+def source(agent: str) -> str:
+    """Who proposed a trial: `sweep:<search>` for a sweep's, `lab` for an agent's; W&B views
+    split or colour runs by it to compare sweep and lab trials side by side."""
+    if agent.startswith(SWEEP_AGENT_PREFIX):
+        return "sweep:" + agent.removeprefix(SWEEP_AGENT_PREFIX)
+    return "lab"
+
+
 def trial_config(cfg: CampaignConfig, trial: dict[str, Any], direction: str) -> dict[str, Any]:
     params = dict(trial.get("params") or {})
     seeds = list(trial.get("seeds") or [])
-    return {"agent": trial.get("agent"), "direction": direction, "method": trial.get("method"),
+    return {"agent": trial.get("agent"), "source": source(str(trial.get("agent"))),
+            "direction": direction, "method": trial.get("method"),
             "params": params, **_flat_params(params), "seeds": seeds, "n_seeds": len(seeds),
             "task": cfg.setting.task, "weak": cfg.setting.weak, "strong": cfg.setting.strong,
             "student_mode": cfg.student.mode}
