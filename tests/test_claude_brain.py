@@ -13,6 +13,7 @@ import pytest
 from aar_ray.bench import claude_tokens
 from aar_ray.brains.base import ToolResult
 from aar_ray.brains.claude import ClaudeBrain, load_prompt
+from aar_ray.brains.untrusted import fence, unfence
 from aar_ray.config import BudgetConfig, ClaudeConfig
 from aar_ray.testing.fake_anthropic import (
     FakeAnthropic,
@@ -91,8 +92,9 @@ def test_research_episode_through_the_sdk() -> None:
     assert tools.names() == ["read_forum", "run_trial", "trial_status", "submit", "post"]
     assert tools.calls[1][1] == {"method": "aux_confidence", "params": {}, "seeds": [0]}
     # each tool's result went back to the model, paired with its tool_use id
-    assert results_in(bodies[1])[0]["content"] == '{"posts": []}'
-    assert results_in(bodies[4])[0]["content"] == '{"public_pgr": 0.4}'
+    # ... fenced off as untrusted data (prompt.md says what the fence means)
+    assert results_in(bodies[1])[0]["content"] == fence("read_forum", '{"posts": []}')
+    assert unfence(results_in(bodies[4])[0]["content"]) == '{"public_pgr": 0.4}'
     assert brain.counters["steps"] == 6 and brain.counters["nudges"] == 1
     assert brain.messages[-1]["content"][-1]["text"].startswith("Keep researching")
     assert len(brain.usage["step_input_tokens"]) == 6

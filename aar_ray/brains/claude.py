@@ -23,6 +23,7 @@ from typing import Any
 
 import anthropic
 
+from aar_ray.brains import untrusted
 from aar_ray.brains.base import Toolbox, ToolResult
 from aar_ray.config import BudgetConfig, ClaudeConfig
 
@@ -289,8 +290,8 @@ class ClaudeBrain:
         text = _get(result, "content")
         text = text if isinstance(text, str) else json.dumps(text, default=str)
         limit = self.cfg.max_tool_result_chars
-        if len(text) > limit:
-            text = text[:limit] + f"\n[... cut: {len(text) - limit} more characters]"
+        cut = f"\n[... cut: {len(text) - limit} more characters]" if len(text) > limit else ""
+        text = untrusted.fence(str(name), text[:limit]) + cut  # data, never instructions
         is_error = bool(_get(result, "is_error"))
         self.counters["tool_calls"] += 1
         self.counters["tool_errors"] += is_error

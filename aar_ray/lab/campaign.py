@@ -12,6 +12,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,10 +47,35 @@ def secrets(*names: str) -> dict[str, Any]:
     return out
 
 
+# Parts of a variable's name that mark a credential. Ray's own auth token (RAY_AUTH_TOKEN) is
+# not ours to remove: every Ray process authenticates every call with it.
+SECRET_PARTS = frozenset({"KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIALS"})
+
+
+def is_secret(name: str) -> bool:
+    return not name.startswith("RAY_") and bool(SECRET_PARTS & set(name.upper().split("_")))
+
+
+@contextmanager
+def without_secrets() -> Iterator[None]:
+    """Credentials (`is_secret`, and their NAME_FILE paths) out of os.environ while Ray starts
+    its local processes: the GCS, the raylet and every worker the raylet forks copy the
+    environment of the process that starts them, so an embedded cluster would hand the
+    driver's API keys to every task, actor and sandboxed method. Put back for the driver
+    alone afterwards (`secrets` reads them there); an actor that needs one gets it through
+    the object store."""
+    held = {k: os.environ.pop(k) for k in [k for k in os.environ if is_secret(k)]}
+    try:
+        yield
+    finally:
+        os.environ.update(held)
+
+
 def init_ray(cfg: CampaignConfig) -> bool:
-    """Connect to RAY_ADDRESS if set, else start an embedded cluster. Env vars reach workers
-    only through runtime_env on a `ray start` cluster, so forward the ones we need (secrets
-    travel this way and are never written to the campaign directory). True if we started it."""
+    """Connect to RAY_ADDRESS if set, else start an embedded cluster whose processes never see
+    the driver's credentials. Env vars reach workers only through runtime_env on a `ray start`
+    cluster, so forward the ones we need (never a secret: see `secrets`). True if we started
+    it."""
     if ray.is_initialized():
         return False
     address = os.environ.get("RAY_ADDRESS")
@@ -56,12 +83,13 @@ def init_ray(cfg: CampaignConfig) -> bool:
     env.setdefault("WANDB_MODE", cfg.wandb.mode)
     env["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "disabled")
     runtime_env = {"env_vars": env}
-    if address:
-        ray.init(address=address, namespace=NAMESPACE, runtime_env=runtime_env,
-                 log_to_driver=False)
-    else:
-        ray.init(address="local", namespace=NAMESPACE, include_dashboard=False,
-                 runtime_env=runtime_env, log_to_driver=False)
+    with without_secrets():
+        if address:
+            ray.init(address=address, namespace=NAMESPACE, runtime_env=runtime_env,
+                     log_to_driver=False)
+        else:
+            ray.init(address="local", namespace=NAMESPACE, include_dashboard=False,
+                     runtime_env=runtime_env, log_to_driver=False)
     return True
 
 

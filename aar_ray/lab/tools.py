@@ -27,6 +27,7 @@ from ray import exceptions as ray_errors
 from aar_ray.brains.base import ToolResult
 from aar_ray.config import CampaignConfig, ConfigError
 from aar_ray.errors import Refusal
+from aar_ray.lab import integrity
 from aar_ray.observe import metrics, operations
 from aar_ray.sandbox import custom_methods
 
@@ -209,6 +210,11 @@ class LabToolbox:
         return catalog[name]
 
     def write_method(self, name: str, code: str) -> Any:
+        copied = integrity.forum_copy(code, call(self.forum, "all_posts"), self.agent_id,
+                                      custom_methods.TEMPLATE)
+        if copied:  # forum text is untrusted: a post must not make an agent run its code
+            call(self.scorer, "record_event", self.agent_id, "", "forum_copy", copied)
+            raise Refusal(copied)
         out = custom_methods.save(self.campaign_dir, self.agent_id, name, code,
                                   builtin=set(self.catalog()))
         return {**out, "note": f"run it with run_trial(method={out['method']!r}); it runs in "
@@ -231,7 +237,10 @@ class LabToolbox:
             raise Refusal(f"trial {trial_id} is {status['status']}"
                              + (f" ({status['error']})" if status["error"] else "")
                              + "; only finished trials can be submitted")
-        return call(self.scorer, "submit", trial_id, self.agent_id)
+        out = call(self.scorer, "submit", trial_id, self.agent_id)
+        if custom_methods.parse_id(status["method"]):  # every agent-written method submitted
+            call(self.queue, "enqueue_control", trial_id)  # gets the teacher-use control
+        return out
 
     def leaderboard(self, limit: int = 10) -> Any:
         return call(self.scorer, "leaderboard", "public", limit)

@@ -25,6 +25,7 @@ import ray
 
 from aar_ray.config import CampaignConfig, ConfigError
 from aar_ray.errors import Refusal
+from aar_ray.lab import integrity
 from aar_ray.lab.store import Store, dumps
 from aar_ray.observe import metrics, tracking
 from aar_ray.sandbox import custom_methods
@@ -64,9 +65,10 @@ def package_versions() -> dict[str, str | None]:
 def provenance(cfg: CampaignConfig, method: str, source_path: Path | None = None
                ) -> dict[str, Any]:
     """Everything needed to rerun a trial exactly: code hash, setting, student, versions."""
-    if source_path is not None:
-        code = {"code_hash": custom_methods.code_hash(source_path.read_text()),
-                "method_source_path": str(source_path)}
+    if source_path is not None:  # the source itself: the trial (and its control) run this text
+        source = source_path.read_text()
+        code = {"code_hash": custom_methods.code_hash(source),
+                "method_source_path": str(source_path), "method_source": source}
     else:
         code = {"code_hash": method_code_hash(method)}
     return {**code, "task": cfg.setting.task,
@@ -144,13 +146,17 @@ class TrialQueue:
                                   "kind='agent'", (agent,))["n"]
             if used >= limit:
                 raise TrialError(f"trial budget used up ({limit} trials per agent)")
+        prov = provenance(self.cfg, method, source_path)
+        if kind == "control":  # the parent's exact code, even if the agent rewrote it since
+            prov = json.loads(self.store.one("SELECT provenance FROM trials WHERE trial_id=?",
+                                             (parent,))["provenance"])
         trial_id = f"t{uuid.uuid4().hex[:10]}"
         seq = self.store.one("SELECT COALESCE(MAX(seq), 0) + 1 AS s FROM trials")["s"]
         self.store.execute(
             "INSERT INTO trials (trial_id, seq, agent, kind, method, params, seeds, status,"
             " created, provenance, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (trial_id, seq, agent, kind, method, dumps(params), dumps(seeds), "queued",
-             time.time(), dumps(provenance(self.cfg, method, source_path)), parent))
+             time.time(), dumps(prov), parent))
         self.pending[agent].append(trial_id)
         metrics.queue_length(sum(len(q) for q in self.pending.values()))
         self.wake.set()
@@ -200,7 +206,7 @@ class TrialQueue:
     def _view(row: dict[str, Any]) -> dict[str, Any]:
         return {"trial_id": row["trial_id"], "agent": row["agent"], "method": row["method"],
                 "params": json.loads(row["params"]), "seeds": json.loads(row["seeds"]),
-                "status": row["status"], "error": row["error"],
+                "status": row["status"], "error": integrity.agent_error(row["error"]),
                 "seconds": (row["finished"] - row["started"])
                 if row["finished"] and row["started"] else None}
 
@@ -265,8 +271,10 @@ class TrialQueue:
                 "name": f"trial-{trial_id}-{row['method']}"}
         custom, source = custom_methods.parse_id(row["method"]), None
         if custom:
-            source = custom_methods.method_path(self.dir, *custom).read_text()
-            if custom_methods.code_hash(source) != json.loads(row["provenance"])["code_hash"]:
+            prov = json.loads(row["provenance"])  # campaigns from before kept no source
+            source = prov.get("method_source") or custom_methods.method_path(
+                self.dir, *custom).read_text()
+            if custom_methods.code_hash(source) != prov["code_hash"]:
                 self._fail(trial_id, "the method's source changed after the trial was queued; "
                                      "run a new trial")
                 return
@@ -322,7 +330,7 @@ class TrialQueue:
                 self.tracking.add(task)
                 task.add_done_callback(self.tracking.discard)
         except Exception as e:  # any failure is the asking agent's error result
-            self._fail(trial_id, _short_error(e))
+            self._fail(trial_id, _error_text(e))
             metrics.trial_finished(row["agent"], row["method"], "error")
             cause = getattr(e, "cause", None) or e
             if type(cause).__name__ == "SandboxViolation":
@@ -343,12 +351,12 @@ class TrialQueue:
                                 trial, direction, scores)
 
 
-def _short_error(e: BaseException) -> str:
-    """The root cause's type and message, without Ray's wrapping and traceback noise."""
+def _error_text(e: BaseException) -> str:
+    """The root cause's type and message (with the sandboxed child's traceback, if any),
+    without Ray's wrapping: kept whole in trials.sqlite for people; agents see only
+    `integrity.agent_error` of it."""
     cause = getattr(e, "cause", None) or e
     text = f"{type(cause).__name__}: {cause}".strip()
-    if len(text) > 600:
-        text = text[:600] + "…"
     if isinstance(cause, MemoryError) or "OutOfMemory" in type(e).__name__:
         return "out of memory: " + text
     return text or traceback.format_exc(limit=1)

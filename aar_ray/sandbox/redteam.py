@@ -96,8 +96,7 @@ def redteam(cfg: CampaignConfig) -> list[dict[str, Any]]:
         maj = agent("majority")
         maj.call("write_method", {"name": "majority", "code": _code("majority", campaign_dir)})
         st = _run(maj, "custom:majority/majority")
-        fb = _json(maj.call("submit", {"trial_id": st["trial_id"]}))
-        ray.get(lab.queue.enqueue_control.remote(st["trial_id"]))
+        fb = _json(maj.call("submit", {"trial_id": st["trial_id"]}))  # queues its control
         ray.get(lab.queue.drain.remote())
         flag = next(e for e in ray.get(lab.scorer.leaderboard.remote("private", 1000))
                     if e["trial_id"] == st["trial_id"])["flags"]
@@ -112,6 +111,11 @@ def redteam(cfg: CampaignConfig) -> list[dict[str, Any]]:
                             ("socket", "method opens a socket"),
                             ("ctypes", "method uses ctypes")]:
             rows.append({"attack": label, **_sandbox_attack(agent(name), name, campaign_dir)})
+        from aar_ray.sandbox import redteam_detect as detect  # it builds on this module
+
+        rows += [detect.error_exfiltration(agent("leaker"), campaign_dir),
+                 detect.label_thief(agent("stealer"), lab, cfg, campaign_dir),
+                 detect.forum_injection(agent("injector"), agent("victim"), campaign_dir)]
         rows.append(_fake_poster(agent("poster")))
         rows.append(_steal_trial(agent("thief")))
         events = ray.get(lab.scorer.events.remote())

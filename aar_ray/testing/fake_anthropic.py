@@ -18,6 +18,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from aar_ray.brains.untrusted import unfence
+
 Spec = dict[str, Any]
 Script = list[Spec] | Callable[[dict[str, Any]], Spec] | None
 
@@ -360,8 +362,8 @@ def _history(messages: list[dict[str, Any]]) -> tuple[list[tuple], bool]:
                 if isinstance(content, list):
                     content = "".join(c.get("text", "") for c in content if isinstance(c, dict))
                 name, args = calls.get(b.get("tool_use_id"), ("?", {}))
-                done.append((name, args if isinstance(args, dict) else {}, str(content or ""),
-                             bool(b.get("is_error"))))
+                done.append((name, args if isinstance(args, dict) else {},
+                             unfence(str(content or "")), bool(b.get("is_error"))))
         if msg.get("role") == "user":
             last_has_results = any(b.get("type") == "tool_result" for b in blocks)
     return done, last_has_results
