@@ -83,8 +83,9 @@ def test_embedded_workers_and_sandbox_never_see_the_drivers_keys(small_setting, 
             assert "ENVDUMP" in str(err.value)  # the probe ran ...
             assert not [s for s in (ANTHROPIC, WANDB, OTHER) if s in str(err.value)]
             # the agent actor: the key arrives through the object store and is used
-            for name in ("forum", "scorer", "trials"):
-                _Stub.options(name=name, namespace=NAMESPACE).remote()
+            stubs = [_Stub.options(name=n, namespace=NAMESPACE).remote()  # kept: named
+                     for n in ("forum", "scorer", "trials")]  # actors die with their handles
+            ray.get([s.ping.remote() for s in stubs])
             agent = ResearcherActor.remote([("agent-0", "anything", 0)], str(campaign), cfg,
                                            secrets("ANTHROPIC_API_KEY"))
             ray.get(agent.run.remote(time.time() + 120))
