@@ -5,7 +5,6 @@ Every knob of a campaign lives here so that the CLI, the jobs and the tests all 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -14,13 +13,10 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from aar_ray.errors import Refusal
+from aar_ray.errors import ConfigError
+from aar_ray.registry import MODELS, TASKS, did_you_mean
 
 T = TypeVar("T")
-
-
-class ConfigError(Refusal):
-    """A config value is missing, of the wrong type, out of range or unknown; names the field."""
 
 
 def check(ok: bool, where: str, message: str) -> None:
@@ -61,12 +57,10 @@ class FinetuneConfig:
     lora_r: int = 0  # 0 = full fine-tuning; > 0 = LoRA rank (peft)
     storage_path: str = ""  # "" = <campaign or cache dir>/ray_results
     start_timeout_s: int = 120  # fail fast instead of Ray Train's retry-forever default
-    strong_model: str = "minilm"  # the model fine-tuned (a models.MODELS name with hf_path)
+    strong_model: str = "minilm"  # the model fine-tuned (a MODELS name with hf_path)
     bf16: bool = True  # bf16 autocast on GPU workers (ignored on CPU)
 
     def validate(self, where: str) -> None:
-        from aar_ray.w2s import models  # a registry; imported lazily to keep config light
-
         check(self.num_workers >= 1, f"{where}.num_workers", "must be >= 1")
         check(self.cpus_per_worker > 0, f"{where}.cpus_per_worker", "must be > 0")
         check(self.epochs >= 1, f"{where}.epochs", "must be >= 1")
@@ -75,8 +69,8 @@ class FinetuneConfig:
         check(self.max_length >= 8, f"{where}.max_length", "must be >= 8")
         check(self.lora_r >= 0, f"{where}.lora_r", "must be >= 0")
         check(self.start_timeout_s >= 1, f"{where}.start_timeout_s", "must be >= 1")
-        models.MODELS.check(self.strong_model, f"{where}.strong_model")
-        check(models.MODELS.get(self.strong_model).hf_path is not None,
+        MODELS.check(self.strong_model, f"{where}.strong_model")
+        check(MODELS.get(self.strong_model).hf_path is not None,
               f"{where}.strong_model", "has no trainable weights (no hf_path)")
 
 
@@ -91,11 +85,9 @@ class SettingConfig:
     test_size: int = 0  # 0 = the task's default
 
     def validate(self, where: str) -> None:
-        from aar_ray.w2s import models, tasks  # registries; imported lazily to keep config light
-
-        tasks.TASKS.check(self.task, f"{where}.task")
-        models.MODELS.check(self.weak, f"{where}.weak")
-        models.MODELS.check(self.strong, f"{where}.strong")
+        TASKS.check(self.task, f"{where}.task")
+        MODELS.check(self.weak, f"{where}.weak")
+        MODELS.check(self.strong, f"{where}.strong")
         check(self.max_examples >= 0, f"{where}.max_examples", "must be >= 0")
         check(self.test_size >= 0, f"{where}.test_size", "must be >= 0")
 
@@ -324,9 +316,8 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in names:
-            close = difflib.get_close_matches(str(key), sorted(names), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{where}.{key}: unknown field{hint}; allowed: {sorted(names)}")
+            raise ConfigError(f"{where}.{key}: unknown field{did_you_mean(key, sorted(names))}; "
+                              f"allowed: {sorted(names)}")
         kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
     return cls(**kwargs)
 

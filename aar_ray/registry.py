@@ -1,19 +1,52 @@
-"""A name → object registry with errors that list the allowed names (tasks, models, methods)."""
+"""The name → object catalogs — tasks, models, methods — with errors that list the allowed names.
+
+Each catalog fills itself the first time it is read: it imports its built-in folder (every
+module in `aar_ray/w2s/tasks/`, `models.py`, every module in `aar_ray/w2s/methods/`; each
+registers what it defines) and then loads the Python entry points of its group, so an installed
+package adds a task, a model or a method without editing this repository:
+
+    # the other package's pyproject.toml
+    [project.entry-points."aar_ray.tasks"]
+    my_task = "my_pkg.tasks:SPEC"          # a TaskSpec whose .name is "my_task"
+    [project.entry-points."aar_ray.methods"]
+    my_method = "my_pkg.methods:MyMethod"  # a Method subclass whose .name is "my_method"
+
+An entry point may also name a module whose import registers its objects itself. The catalogs
+live here, below the science, so `config` checks names without importing the science: the
+science is reached only by discovery, by module name, when a catalog is first read.
+"""
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
+import threading
+import types
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from importlib import metadata
+from typing import Any, Generic, TypeVar
 
-from aar_ray.config import ConfigError
+from aar_ray.errors import ConfigError
 
 T = TypeVar("T")
 
 
+def did_you_mean(name: str, allowed: list[str]) -> str:
+    """' (did you mean 'x'?)' for the allowed name closest to `name`, or ''."""
+    close = difflib.get_close_matches(str(name), allowed, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, builtins: str = "", group: str = "") -> None:
         self.kind = kind
+        self.builtins = builtins  # a module, or a package whose every module is imported
+        self.group = group  # the entry point group third-party packages register under
         self._items: dict[str, T] = {}
+        self._state = "new"  # -> "loading" -> "loaded"
+        self._lock = threading.RLock()  # re-entrant: a discovered module may read the catalog
+
+    # ---- filling ---------------------------------------------------------------------------
 
     def register(self, name: str) -> Callable[[T], T]:
         def add(obj: T) -> T:
@@ -27,24 +60,70 @@ class Registry(Generic[T]):
     def add(self, name: str, obj: T) -> T:
         return self.register(name)(obj)
 
+    def _load(self) -> None:
+        if self._state == "loaded":
+            return
+        with self._lock:
+            if self._state != "new":  # loaded by another thread, or loading in this one
+                return
+            self._state = "loading"
+            try:
+                if self.builtins:
+                    self._import_builtins()
+                if self.group:
+                    for ep in metadata.entry_points(group=self.group):
+                        self._load_entry_point(ep)
+            except BaseException:
+                self._state = "new"  # the next read retries and raises the error again
+                raise
+            self._state = "loaded"
+
+    def _import_builtins(self) -> None:
+        package = importlib.import_module(self.builtins)
+        for mod in pkgutil.iter_modules(getattr(package, "__path__", [])):
+            importlib.import_module(f"{self.builtins}.{mod.name}")
+
+    def _load_entry_point(self, ep: metadata.EntryPoint) -> None:
+        where = f"entry point {ep.name} = {ep.value!r} in group {self.group!r}"
+        try:
+            obj: Any = ep.load()
+        except Exception as e:
+            raise ConfigError(f"{where}: failed to load: {type(e).__name__}: {e}") from e
+        if isinstance(obj, types.ModuleType):  # the module registered its objects on import
+            return
+        name = getattr(obj, "name", ep.name)
+        if name != ep.name:
+            raise ConfigError(f"{where}: names a {self.kind} called {name!r}; the entry point "
+                              "name must be the same")
+        if self._items.get(name) is not obj:
+            self.add(name, obj)
+
+    # ---- reading ---------------------------------------------------------------------------
+
     def get(self, name: str) -> T:
         self.check(name, self.kind)
         return self._items[name]
 
     def check(self, name: str, where: str) -> None:
         """Raise a ConfigError naming `where` and the allowed names unless `name` is registered."""
+        self._load()
         if name not in self._items:
-            close = difflib.get_close_matches(str(name), list(self._items), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(
-                f"{where}: unknown {self.kind} {name!r}{hint}; allowed: {sorted(self._items)}"
-            )
+            raise ConfigError(f"{where}: unknown {self.kind} {name!r}"
+                              f"{did_you_mean(name, list(self._items))}; "
+                              f"allowed: {sorted(self._items)}")
 
     def names(self) -> list[str]:
+        self._load()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+TASKS: Registry[Any] = Registry("task", "aar_ray.w2s.tasks", "aar_ray.tasks")  # TaskSpec
+MODELS: Registry[Any] = Registry("model", "aar_ray.w2s.models", "aar_ray.models")  # ModelSpec
+METHODS: Registry[Any] = Registry("method", "aar_ray.w2s.methods", "aar_ray.methods")

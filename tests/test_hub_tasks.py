@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aar_ray.w2s.tasks import TASKS, hub
-from aar_ray.w2s.tasks.tweet_pairs import PAIR_SEP, split_pair
+from aar_ray.w2s.tasks import PAIR_SEP, TASKS, hub, split_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -268,7 +267,10 @@ def test_qwen_feature_path_on_a_tiny_random_qwen3(tmp_path):
     np.testing.assert_allclose(alone, x, atol=1e-5)
     # the teacher's path for the seed task: pair texts become f(dialogue + A) - f(B)
     pairs = hub.chat_preference_from_rows(hh_rows(8)).texts
-    diff = features.embed("tiny-qwen3-weak", pairs, tmp_path)
+    assert TASKS.get("chat_preference").pairwise and not TASKS.get("math_verification").pairwise
+    diff = features.embed("tiny-qwen3-weak", pairs, tmp_path, pairwise=True)
+    a_side, b_side = zip(*(split_pair(t) for t in pairs), strict=True)
+    np.testing.assert_allclose(diff, embed(list(a_side)) - embed(list(b_side)), atol=1e-5)
     assert diff.shape == (len(pairs), 64) and np.isfinite(diff).all()
 
 

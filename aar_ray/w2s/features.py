@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aar_ray.w2s.models import MODELS
-from aar_ray.w2s.tasks.tweet_pairs import PAIR_SEP, split_pair
+from aar_ray.w2s.tasks import split_pair
 
 
 def default_cache_dir() -> Path:
@@ -72,9 +72,11 @@ class FeatureCache:
 _CACHES: dict[tuple[str, str], FeatureCache] = {}
 
 
-def embed(model: str, texts: list[str], cache_dir: Path | None = None) -> Any:
-    """(n, d) features of `texts` under `model`; pair texts give f(A) - f(B)."""
-    if texts and PAIR_SEP in texts[0]:
+def embed(model: str, texts: list[str], cache_dir: Path | None = None,
+          pairwise: bool = False) -> Any:
+    """(n, d) features of `texts` under `model`; texts of a pairwise task (`TaskSpec.pairwise`)
+    give f(A) - f(B)."""
+    if pairwise:
         sides = [split_pair(t) for t in texts]
         return (embed(model, [a for a, _ in sides], cache_dir)
                 - embed(model, [b for _, b in sides], cache_dir))

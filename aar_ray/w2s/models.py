@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from aar_ray.registry import Registry
+from aar_ray.registry import MODELS
 from aar_ray.w2s.pinning import verify_sha256
 
 
@@ -27,7 +27,6 @@ class ModelSpec:
     tiny_config: Callable[[], Any] | None = None  # a random tiny model of the same architecture
 
 
-MODELS: Registry[ModelSpec] = Registry("model")
 
 
 # ---- GloVe 6B 50d (weak): mean of word vectors ------------------------------------------------

@@ -71,6 +71,10 @@ class Setting:
     def n_classes(self) -> int:
         return len(self.data.classes)
 
+    def embed(self, model: str, texts: list[str]) -> np.ndarray:
+        """Features of this setting's texts under `model`, cached (pairs: f(A) - f(B))."""
+        return features.embed(model, texts, self.cache_dir, TASKS.get(self.cfg.task).pairwise)
+
 
 def _cached(path: Path, compute) -> dict[str, np.ndarray]:
     if path.exists():
@@ -93,7 +97,7 @@ def teacher(s: Setting, seed: int) -> dict[str, np.ndarray]:
         from sklearn.linear_model import LogisticRegression
 
         sp = s.splits(seed)
-        x = {k: features.embed(s.cfg.weak, s.texts(getattr(sp, k)), s.cache_dir)
+        x = {k: s.embed(s.cfg.weak, s.texts(getattr(sp, k)))
              for k in ("labelled", "unlabelled", "test")}
         clf = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
         clf.fit(x["labelled"], s.data.labels[sp.labelled])
@@ -114,8 +118,7 @@ def student_inputs(s: Setting, seed: int, mode: str = "head",
         return StudentInputs(seed, s.n_classes, weak, texts_train=tr, texts_test=te,
                              model=s.cfg.strong)
     return StudentInputs(seed, s.n_classes, weak,
-                         x_train=features.embed(s.cfg.strong, tr, s.cache_dir),
-                         x_test=features.embed(s.cfg.strong, te, s.cache_dir),
+                         x_train=s.embed(s.cfg.strong, tr), x_test=s.embed(s.cfg.strong, te),
                          model=s.cfg.strong)
 
 

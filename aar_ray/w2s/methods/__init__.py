@@ -1,6 +1,8 @@
 """Methods: how the strong student learns from weak labels. One file per method, registered by
-name; each declares typed parameters with ranges, from which validation, the JSON schema agents
-see (`describe_method`) and the CLI help all come.
+name in `registry.METHODS` (which imports every module of this folder, then installed packages'
+entry points in the group "aar_ray.methods": see `aar_ray/registry.py`); each declares typed
+parameters with ranges, from which validation, the JSON schema agents see (`describe_method`)
+and the CLI help all come.
 
 A method gets the weak soft labels on the unlabelled split and a factory of fresh students —
 never ground truth — and returns the student's class probabilities on the test split.
@@ -8,10 +10,8 @@ never ground truth — and returns the student's class probabilities on the test
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 import math
-import pkgutil
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from aar_ray.config import ConfigError
-from aar_ray.registry import Registry
+from aar_ray.registry import METHODS
 from aar_ray.w2s.student import StudentFactory
 
 
@@ -59,9 +59,6 @@ class Method(ABC):
     @classmethod
     def summary(cls) -> str:
         return inspect.getdoc(cls) or ""
-
-
-METHODS: Registry[type[Method]] = Registry("method")
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -135,10 +132,3 @@ def describe(name: str) -> dict[str, Any]:
     return {"name": cls.name, "summary": cls.summary(), "tags": list(cls.tags),
             "params": params_schema(cls)}
 
-
-def _load_builtins() -> None:
-    for mod in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{mod.name}")
-
-
-_load_builtins()

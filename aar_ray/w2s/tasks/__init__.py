@@ -1,4 +1,6 @@
-"""Tasks: labelled text classification data sets, one module per task, in a registry.
+"""Tasks: labelled text classification data sets, one module per task, registered in
+`registry.TASKS` (which imports every module of this folder, then installed packages' entry
+points in the group "aar_ray.tasks": see `aar_ray/registry.py`).
 
 A task's raw data (package files, generators) is trusted-side only: the lab gives trial workers
 texts and weak labels, never `TaskData.labels`.
@@ -11,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from aar_ray.registry import Registry
+from aar_ray.registry import TASKS
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,20 @@ class TaskData:
         return h.hexdigest()[:16]
 
 
+PAIR_SEP = "\nB: "  # no text of a task that is not pairwise may contain it (hub.clean)
+
+
+def join_pair(a: str, b: str) -> str:
+    """One text of a pairwise task: "A: <a>\\nB: <b>"."""
+    return f"A: {a}{PAIR_SEP}{b}"
+
+
+def split_pair(text: str) -> tuple[str, str]:
+    """The two sides of a pairwise task's text (head-mode features are f(A) - f(B))."""
+    a, b = text.split(PAIR_SEP, 1)
+    return a.removeprefix("A: "), b
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
@@ -42,9 +58,10 @@ class TaskSpec:
     default_test_size: int
     # files that hold ground truth; the sandbox denies reading them to agents' methods
     protected_paths: Callable[[], list[str]] = field(default=lambda: [])
+    # each text is a pair "A: <a>\nB: <b>" (`join_pair`); head-mode features are f(A) - f(B)
+    pairwise: bool = False
 
 
-TASKS: Registry[TaskSpec] = Registry("task")
 
 
 @dataclass(frozen=True)
@@ -87,9 +104,3 @@ def load_task(name: str, max_examples: int = 0) -> TaskData:
     spec = TASKS.get(name)
     return subsample(spec.load(), max_examples or spec.default_size)
 
-
-def _register_builtins() -> None:
-    from aar_ray.w2s.tasks import compositional, hub, tweet_pairs, tweets  # noqa: F401
-
-
-_register_builtins()

@@ -8,8 +8,8 @@ feed fake rows with no network; `load_*` only fetches the rows with `datasets`, 
 exactly class-balanced, and texts are cut so that the part that decides the label survives
 right-truncation at 512 tokens (about 2,000 characters of English).
 
-No text may contain `PAIR_SEP` except where a pair is meant: `features.embed` treats any text
-with it as a pair and embeds f(A) - f(B).
+No text may contain `PAIR_SEP` except in a pairwise task (chat preference), whose spec says
+`pairwise=True`: head-mode features of its texts are f(A) - f(B).
 """
 from __future__ import annotations
 
@@ -25,8 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from aar_ray.w2s.tasks import TASKS, TaskData, TaskSpec
-from aar_ray.w2s.tasks.tweet_pairs import PAIR_SEP
+from aar_ray.w2s.tasks import PAIR_SEP, TASKS, TaskData, TaskSpec
 
 HH_RLHF = "Anthropic/hh-rlhf"
 GSM8K = ("openai/gsm8k", "main")
@@ -356,14 +355,16 @@ def hub_cache_paths(repo: str) -> list[str]:
 
 
 def _spec(name: str, description: str, load: Callable[[], TaskData], repo: str, size: int,
-          test_size: int) -> TaskSpec:
+          test_size: int, pairwise: bool = False) -> TaskSpec:
     return TaskSpec(name=name, description=description, load=load, default_size=size,
-                    default_test_size=test_size, protected_paths=lambda: hub_cache_paths(repo))
+                    default_test_size=test_size, protected_paths=lambda: hub_cache_paths(repo),
+                    pairwise=pairwise)
 
 
 for _s in (
     _spec("chat_preference", "Which of two assistant replies to a dialogue did people prefer? "
-          "(Anthropic hh-rlhf; the seed's task)", load_chat_preference, HH_RLHF, 20000, 2000),
+          "(Anthropic hh-rlhf; the seed's task)", load_chat_preference, HH_RLHF, 20000, 2000,
+          pairwise=True),
     _spec("math_verification", "Is the proposed final answer to this grade-school maths problem "
           "correct? (GSM8K; held-out transfer)", load_math_verification, GSM8K[0], 7000, 1000),
     _spec("code_review", "Is this Python solution correct, or does it hide a bug? (MBPP; "

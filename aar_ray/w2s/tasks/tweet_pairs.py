@@ -6,19 +6,7 @@ import functools
 
 import numpy as np
 
-from aar_ray.w2s.tasks import TASKS, TaskData, TaskSpec, tweets
-
-PAIR_SEP = "\nB: "
-
-
-def join_pair(a: str, b: str) -> str:
-    return f"A: {a}{PAIR_SEP}{b}"
-
-
-def split_pair(text: str) -> tuple[str, str]:
-    """The two sides of a pair text; head-mode features are f(A) - f(B)."""
-    a, b = text.split(PAIR_SEP, 1)
-    return a.removeprefix("A: "), b
+from aar_ray.w2s.tasks import TASKS, TaskData, TaskSpec, join_pair, tweets
 
 
 @functools.cache
@@ -43,4 +31,5 @@ TASKS.add("tweet_pairs", TaskSpec(
     default_size=6000,
     default_test_size=2000,
     protected_paths=lambda: [str(tweets.corpus_path())],
+    pairwise=True,
 ))
