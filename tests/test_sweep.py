@@ -142,6 +142,9 @@ def test_sweep_sees_only_public_feedback_and_is_scored(local_ray, small_setting,
             assert repr(x) not in text, f"private value {x} reached Tune"
     with pytest.raises(ray.exceptions.RayTaskError, match="trial budget used up"):
         ray.get(lab.queue.enqueue.remote(agent, "vanilla", {}, None, "agent"))
+    # a resumed sweep counts what it ran before: nothing is left, nothing more is scored
+    assert ray.get(explore_task.remote(lab, time.time() + 600)) == []
+    assert len([s for s in records.submissions(lab.dir) if s["agent"] == agent]) == 3
 
 
 TUNE_KEYS = {"timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id",
