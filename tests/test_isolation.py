@@ -18,7 +18,7 @@ from importlib import metadata
 import numpy as np
 import pytest
 
-from aar_ray.sandbox import kernel
+from aar_ray.sandbox import custom_methods, kernel, redteam, redteam_isolation
 from aar_ray.sandbox.audit_hook import SandboxedCallError, SandboxLimits, SandboxViolation
 from aar_ray.sandbox.runner import (
     ENV_ALLOWED,
@@ -303,3 +303,38 @@ def test_run_any_refuses_custom_methods_on_a_node_without_isolation(monkeypatch,
     cfg = CampaignConfig(root=str(tmp_path / "runs"), student=StudentConfig(mode="finetune"))
     with pytest.raises(ConfigError, match="head"):
         custom_methods.run_any(cfg, tmp_path, "custom:a/mine", {}, [])
+
+
+REDTEAM_STOPPED_BY = {  # what stops each: the kernel, the hook, or the clean process
+    "pyarrow_csv": "kernel-denied", "torch_from_file": "kernel-denied",
+    "numpy_fromfile": "kernel-denied", "mmap": "open", "proc": "kernel-denied",
+    "frames": "RuntimeError: no secret on the stack",
+    "environment": "RuntimeError: no secret in the environment",
+    "raylet": "ModuleNotFoundError: No module named 'ray'", "pth": "kernel-denied"}
+
+
+@pytest.mark.parametrize("name", list(redteam_isolation.ATTACKS))
+def test_redteam_isolation_attacks_fail_through_run_any(tmp_path, name):
+    """`aar redteam`'s rows for these classes, on the trial path itself (no Ray needed)."""
+    import sysconfig as sc
+
+    from aar_ray.config import CampaignConfig
+    from aar_ray.w2s.trial import StudentInputs
+
+    (tmp_path / "scorer.sqlite").write_bytes(b"SQLite format 3\x00" + bytes(64))
+    (tmp_path / "cache" / "teacher").mkdir(parents=True)
+    np.save(tmp_path / "cache" / "teacher" / "weak.npy", np.ones(8))
+    cfg = CampaignConfig(root=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"))
+    label, body = redteam_isolation.ATTACKS[name]
+    src = (f"CAMPAIGN = {str(tmp_path)!r}\nCACHE = {str(tmp_path / 'cache')!r}\n"
+           f"SITE = {sc.get_paths()['purelib']!r}\nCSV = {CSV!r}\n" + redteam.HEADER + body
+           + redteam_isolation.DONE)
+    rng = np.random.default_rng(0)
+    inputs = StudentInputs(0, 2, rng.dirichlet([1, 1], 16).astype(np.float32),
+                           x_train=rng.normal(size=(16, 4)).astype(np.float32),
+                           x_test=rng.normal(size=(8, 4)).astype(np.float32))
+    with pytest.raises((SandboxViolation, SandboxedCallError)) as info:
+        custom_methods.run_any(cfg, tmp_path, "custom:rt/attack", {}, [inputs], source=src)
+    expect = REDTEAM_STOPPED_BY[name]
+    assert expect == getattr(info.value, "event", "") or expect in str(info.value), info.value
+    assert not os.path.exists(os.path.join(SITE, "aar_redteam.pth"))

@@ -10,28 +10,29 @@ where the full run does not fit; the table's title says what ran."""
 from __future__ import annotations
 
 import copy
-import json
 import os
 import statistics
 import time
 from pathlib import Path
 
+from aar_ray.bench import merge_results
 from aar_ray.config import CampaignConfig, load_campaign
 from aar_ray.lab.campaign import run_campaign
 from aar_ray.results.compare import campaign_facts
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "jobs" / "configs" / "embedded.yaml"
-RESULTS = ROOT / "bench" / "results.json"
 ARMS = ("lab", "optuna", "random")
 
 
 def arm_config(base: CampaignConfig, arm: str, seed: int) -> CampaignConfig:
     """`base` explored by the agents (`lab`) or by a sweep, with the campaign seed `seed`; a
-    sweep's trial count is the fleet's (agents × trials_per_agent), so budgets are equal."""
+    sweep's trial count is the fleet's (agents × trials_per_agent), so budgets are equal, and
+    no wall-clock cut."""
     cfg = copy.deepcopy(base)
     cfg.name, cfg.seed = f"bench-{arm}-s{seed}", seed
     cfg.root = str(ROOT / "campaigns" / "bench-sweep")
+    cfg.budget.wall_clock_s = 0  # equal trials, not equal time: a shared machine's pace varies
     if arm != "lab":
         cfg.explorer, cfg.sweep.search, cfg.sweep.trials = "sweep", arm, 0
     cfg.validate(cfg.name)
@@ -49,12 +50,6 @@ def _row(arm: str, seed: int, summary: dict) -> dict:
             "public→private Spearman": f["spearman"],
             "methods explored": len(f["methods"]), "configs": f["configs"],
             "minutes": summary["seconds"] / 60, "campaign": f["campaign"]}
-
-
-def _merge_json(section: dict) -> None:
-    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    data["sweep"] = section
-    RESULTS.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def run() -> tuple[str, list[dict]]:
@@ -78,7 +73,7 @@ def run() -> tuple[str, list[dict]]:
                      "confirmed something": f"{confirmed}/{len(mine)}",
                      "methods explored": statistics.mean(r["methods explored"] for r in mine),
                      "minutes": statistics.mean(r["minutes"] for r in mine)})
-    _merge_json({**{f"{arm}_best_confirmed_delta": round(means[arm], 4) for arm in ARMS},
+    merge_results("sweep", {**{f"{arm}_best_confirmed_delta": round(means[arm], 4) for arm in ARMS},
                  "trials_per_arm": base.exploration_trials(), "campaign_seeds": seeds,
                  "config": str(config.relative_to(ROOT) if config.is_relative_to(ROOT)
                                else config),

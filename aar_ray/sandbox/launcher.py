@@ -110,8 +110,11 @@ def main() -> None:
     except Exception as exc:  # a promised layer failed: refuse rather than run weaker
         send("setup", f"sandbox isolation failed: {type(exc).__name__}: {exc}")
         return
-    # The supervisor's own bytes (trusted); decoding imports the inputs' modules, under the rules.
-    fn_path, args, limits = pickle.loads(read_frame(in_fd))
+    try:  # the supervisor's own bytes (trusted); decoding imports their modules, under the rules
+        fn_path, args, limits = pickle.loads(read_frame(in_fd))
+    except Exception as exc:
+        send("error", type(exc).__name__, str(exc)[:2000], "  while decoding the inputs")
+        return
     os.close(in_fd)
     call(send, fn_path, args, limits)
 

