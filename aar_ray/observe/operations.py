@@ -4,7 +4,9 @@ lab (not what agents did wrong), one JSON object a line, for the people running 
 An entry is written for every *internal* error at the tool boundary (a bug: the agent sees only
 the entry's id) and for every failed brain step. Many agent processes append to the one file:
 each entry is a single `os.write` on an `O_APPEND` descriptor, which the kernel appends whole, so
-concurrent writers never interleave lines. `aar status` and `aar report` read it.
+concurrent writers never interleave lines; a line left without its newline by a writer that died
+(a full disk) is ended first, so it cannot swallow the next entry. `aar status` and `aar report`
+read it.
 """
 from __future__ import annotations
 
@@ -24,8 +26,11 @@ def record(campaign_dir: str | Path, kind: str, **fields: Any) -> str:
     entry_id = f"err-{uuid.uuid4().hex[:10]}"
     entry = {"id": entry_id, "at": time.time(), "kind": kind, **fields}
     line = (json.dumps(entry, default=str) + "\n").encode()
-    fd = os.open(Path(campaign_dir) / FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(Path(campaign_dir) / FILE, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
         os.write(fd, line)
     finally:
         os.close(fd)
