@@ -1,5 +1,6 @@
-# One Ray auth mode for every ray command and driver: a stray ~/.ray/auth_token otherwise
-# turns token auth on and actor creation fails (NOTES-ray.md section 9.1).
+# One Ray auth mode for every ray command and driver: a local ray.init() with RAY_AUTH_MODE
+# unset writes ~/.ray/auth_token, and later drivers then switch to token auth and fail to create
+# actors ("ActorDiedError ... cancelled before it started running"; measured on Ray 2.60).
 export RAY_AUTH_MODE := disabled
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE := 1

@@ -7,7 +7,6 @@ untrusted and escaped. SQLite files are opened read-only, so a running campaign 
 """
 from __future__ import annotations
 
-import html
 import json
 import time
 from pathlib import Path
@@ -15,60 +14,14 @@ from typing import Any
 
 import yaml
 
-from aar_ray.lab.store import read_rows
+from aar_ray.brains.base import USAGE_KEYS
 from aar_ray.observe import operations
+from aar_ray.report_html import CSS, e, interval, num, svg_progress, table, when
+from aar_ray.results import records
 from aar_ray.results.diversity import diversity
+from aar_ray.results.records import json_file
 
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
-           "#17becf", "#bcbd22", "#7f7f7f"]
-USAGE = (("input_tokens", "input"), ("output_tokens", "output"),
-         ("cache_read_input_tokens", "cache read"), ("cache_creation_input_tokens", "cache write"))
-
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;
- max-width:1200px;color:#222;padding:0 16px}
-h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;
- padding-bottom:4px} .muted{color:#777} .cards{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
-.card{border:1px solid #ddd;border-radius:6px;padding:6px 12px;min-width:110px}
-.card b{display:block;font-size:17px}
-table{border-collapse:collapse;width:100%;margin:6px 0 10px;font-size:13px}
-th,td{border-bottom:1px solid #eee;padding:3px 6px;text-align:left;vertical-align:top}
-th{background:#f6f6f6} td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
-tr.baseline td{background:#fff8e1} code{font-size:12px;overflow-wrap:anywhere}
-code.id{white-space:nowrap;word-break:normal}
-.cell{display:inline-block;min-width:2.4em;text-align:center;border-radius:3px}
-.flag{color:#b00020;font-size:12px} .ok{color:#1b5e20}
-.post{border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:10px 0}
-.post .body,.reply .body{white-space:pre-wrap;word-wrap:break-word;margin:4px 0}
-.reply{border-left:3px solid #ddd;margin:6px 0 6px 12px;padding:2px 10px}
-.kind{font-size:11px;border-radius:3px;padding:1px 5px;background:#eee;margin-right:4px}
-.kind-result{background:#e3f2fd} .kind-error{background:#ffebee}
-.kind-hypothesis{background:#f3e5f5}
-svg text{font:11px system-ui,sans-serif}
-pre{white-space:pre-wrap;font-size:12px;margin:4px 0}
-"""
-
-
-def e(value: Any) -> str:
-    """Escape anything for HTML text or attributes (agent text is untrusted)."""
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def num(value: Any, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def when(ts: float | None) -> str:
-    return "–" if not ts else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
-
-
-
-
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+USAGE_LABELS = ("input", "output", "cache read", "cache write")  # of USAGE_KEYS, in order
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -77,44 +30,29 @@ def _json(path: Path) -> Any:
 def load(campaign_dir: str | Path) -> dict[str, Any]:
     """Everything the report shows, from the campaign directory alone."""
     d = Path(campaign_dir)
-    summary = _json(d / "summary.json") or {}
+    summary = json_file(d / "summary.json") or {}
     try:
         config = yaml.safe_load((d / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
         config = {}
-    subs = read_rows(d / "scorer.sqlite",
-                 "SELECT s.trial_id, s.agent, s.submitted_at, s.private, s.shown, s.flags, "
-                 "t.method, t.params, t.seeds FROM submissions s JOIN trials t USING (trial_id) "
-                 "ORDER BY s.submitted_at")
+    subs = records.submissions(d)
     for s in subs:
-        private = json.loads(s.pop("private") or "{}")
+        private = s.pop("private")
         s.update(pgr=private.get("pgr"), se=private.get("se"),
-                 per_seed=private.get("per_seed", []), params=json.loads(s["params"]),
-                 seeds=json.loads(s["seeds"]), flags=json.loads(s["flags"] or "[]"))
+                 per_seed=private.get("per_seed", []))
     board = summary.get("leaderboard")
     if board is None:
         board = sorted((s for s in subs if s["pgr"] is not None), key=lambda s: -s["pgr"])
-    trials = read_rows(d / "trials.sqlite", "SELECT * FROM trials ORDER BY seq")
-    for t in trials:
-        t["params"] = json.loads(t["params"] or "{}")
+    trials = records.queued_trials(d)
     agent_trials = [t for t in trials if t.get("kind", "agent") == "agent"]
-    agents = summary.get("agents")
-    if agents is None:
-        agents = []
-        for state_file in sorted((d / "agents").glob("*/state.json")):
-            state = _json(state_file) or {}
-            brain = state.get("brain") or {}
-            agents.append({"agent": state_file.parent.name, "steps": state.get("steps"),
-                           "finished": state.get("finished"),
-                           "usage": brain.get("usage") or {}})
+    agents = records.agents(d)
     return {
         "dir": d, "name": config.get("name") or d.name, "config": config, "summary": summary,
         "leaderboard": board, "submissions": subs, "trials": trials,
         "diversity": summary.get("diversity") or diversity(agent_trials),
-        "posts": read_rows(d / "forum.sqlite", "SELECT * FROM posts ORDER BY id"),
-        "events": read_rows(d / "scorer.sqlite", "SELECT * FROM events ORDER BY id"),
+        "posts": records.posts(d), "events": records.events(d),
         "operations": operations.read(d),
-        "audit": _json(d / "audit.json"), "agents": agents,
+        "audit": json_file(d / "audit.json"), "agents": agents,
         "directions": {p.parent.name: p.read_text().strip()
                        for p in sorted((d / "agents").glob("*/direction.md"))},
     }
@@ -133,19 +71,6 @@ def progress(subs: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]
 
 
 # ---- sections --------------------------------------------------------------------------------
-
-
-def _table(head: list[str], rows: list[list[str]], numeric: set[int] = frozenset(),
-           classes: list[str] | None = None) -> str:
-    def cell(tag: str, i: int, v: str) -> str:
-        return f"<{tag} class=\"n\">{v}</{tag}>" if i in numeric else f"<{tag}>{v}</{tag}>"
-
-    out = ["<table><thead><tr>", *(cell("th", i, h) for i, h in enumerate(head)),
-           "</tr></thead><tbody>"]
-    for j, row in enumerate(rows):
-        cls = f' class="{classes[j]}"' if classes and classes[j] else ""
-        out.append(f"<tr{cls}>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>")
-    return "".join(out) + "</tbody></table>"
 
 
 def _flag(flag: Any) -> str:
@@ -192,10 +117,6 @@ def section_header(data: dict[str, Any]) -> str:
                       for k, v in cards) + "</div>")
 
 
-def _interval(value: Any, lo: Any, hi: Any) -> str:
-    return f"{num(value)} <span class=\"muted\">[{num(lo)}, {num(hi)}]</span>"
-
-
 def section_leaderboard(data: dict[str, Any]) -> str:
     """The private board; the statistics columns appear once the scorer annotates entries
     (leaderboard_stats: pooled PGR with its CI, ΔPGR vs the baseline, p and Holm's p)."""
@@ -222,9 +143,9 @@ def section_leaderboard(data: dict[str, Any]) -> str:
                f"<code>{e(json.dumps(b.get('params') or {}, sort_keys=True))}</code>",
                str(len(b.get("seeds") or [])), num(b.get("pgr")), num(b.get("se"))]
         if has["ci_lo"]:
-            row.append(_interval(b.get("pgr_pooled"), b.get("ci_lo"), b.get("ci_hi")))
+            row.append(interval(b.get("pgr_pooled"), b.get("ci_lo"), b.get("ci_hi")))
         if has["delta_vs_baseline"]:
-            row.append(_interval(b.get("delta_vs_baseline"), b.get("delta_lo"),
+            row.append(interval(b.get("delta_vs_baseline"), b.get("delta_lo"),
                                  b.get("delta_hi")))
         if has["p_vs_baseline"]:
             row.append(num(b.get("p_vs_baseline"), 4))
@@ -239,68 +160,7 @@ def section_leaderboard(data: dict[str, Any]) -> str:
     if has["p_holm"]:
         note += " ✓ = better than the baseline after Holm's correction (p &lt; 0.05)."
     return ("<h2>Leaderboard (private split)</h2><p class=\"muted\">" + note + "</p>"
-            + _table(head, rows, numeric, classes))
-
-
-def svg_progress(series: dict[str, list[tuple[float, float]]], baseline: float | None) -> str:
-    """Step lines of each agent's best private PGR against time since the first submission."""
-    points = [p for s in series.values() for p in s]
-    if not points:
-        return "<p class=\"muted\">No scored submissions yet.</p>"
-    width, height, left, right, top, bottom = 900, 340, 52, 150, 14, 38
-    t0 = min(t for t, _ in points)
-    span = max(max(t for t, _ in points) - t0, 1.0)
-    unit, scale = ("minutes", 60.0) if span >= 180 else ("seconds", 1.0)
-    t_max = span / scale
-    ys = [v for _, v in points] + ([baseline] if baseline is not None else []) + [0.0]
-    y_lo, y_hi = min(ys), max(max(ys), 0.1)
-    pad = 0.08 * (y_hi - y_lo or 1)
-    y_lo, y_hi = y_lo - pad, y_hi + pad
-    pw, ph = width - left - right, height - top - bottom
-
-    def x(t: float) -> float:
-        return left + pw * ((t - t0) / scale) / t_max
-
-    def y(v: float) -> float:
-        return top + ph * (1 - (v - y_lo) / (y_hi - y_lo))
-
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="best PGR over time">',
-           f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fafafa" '
-           'stroke="#ccc"/>']
-    for k in range(6):
-        v = y_lo + (y_hi - y_lo) * k / 5
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
-                   f'stroke="#eee"/><text x="{left - 6}" y="{y(v) + 4:.1f}" '
-                   f'text-anchor="end">{v:.2f}</text>')
-        m = t_max * k / 5
-        out.append(f'<text x="{left + pw * k / 5:.1f}" y="{top + ph + 16}" '
-                   f'text-anchor="middle">{m:.3g}</text>')
-    out.append(f'<text x="{left + pw / 2}" y="{height - 4}" text-anchor="middle">{unit} since '
-               'first submission</text>')
-    out.append(f'<text transform="translate(12 {top + ph / 2}) rotate(-90)" '
-               'text-anchor="middle">best private PGR</text>')
-    if baseline is not None:
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(baseline):.1f}" '
-                   f'y2="{y(baseline):.1f}" stroke="#555" stroke-dasharray="5 4"/>'
-                   f'<text x="{left + pw - 4}" y="{y(baseline) - 4:.1f}" text-anchor="end" '
-                   'fill="#555">baseline</text>')
-    t_end = t0 + span
-    for i, (agent, s) in enumerate(sorted((a, s) for a, s in series.items()
-                                          if a != "baseline")):
-        color = PALETTE[i % len(PALETTE)]
-        d = f"M{x(s[0][0]):.1f},{y(s[0][1]):.1f}"
-        for (_, prev), (t, v) in zip(s, s[1:], strict=False):
-            d += f" H{x(t):.1f}" + (f" V{y(v):.1f}" if v != prev else "")
-        d += f" H{x(t_end):.1f}"
-        out.append(f'<path d="{d}" fill="none" stroke="{color}" stroke-width="2"><title>'
-                   f'{e(agent)}</title></path>')
-        out.extend(f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="3" fill="{color}"><title>'
-                   f'{e(agent)}: {v:.3f} at {e(when(t))}</title></circle>' for t, v in s)
-        ly = top + 14 + 16 * i
-        out.append(f'<rect x="{left + pw + 12}" y="{ly - 9}" width="12" height="4" '
-                   f'fill="{color}"/><text x="{left + pw + 30}" y="{ly - 4}">{e(agent)}</text>')
-    return "".join(out) + "</svg>"
+            + table(head, rows, numeric, classes))
 
 
 def section_progress(data: dict[str, Any]) -> str:
@@ -321,7 +181,7 @@ def section_diversity(data: dict[str, Any]) -> str:
              e(", ".join(v.get("methods") or [])),
              f'<span class="muted">{e(data["directions"].get(a, ""))}</span>']
             for a, v in sorted(per_agent.items())]
-    table = _table(["agent", "methods", "regions", "which", "direction"], rows, {1, 2})
+    per_agent_table = table(["agent", "methods", "regions", "which", "direction"], rows, {1, 2})
     # trials per (method, agent): where each agent spent its budget
     trials = [t for t in data["trials"] if t.get("kind", "agent") == "agent"]
     agents = sorted({t["agent"] for t in trials})
@@ -341,8 +201,8 @@ def section_diversity(data: dict[str, Any]) -> str:
                 row.append(f'<span class="cell" style="background:{shade}">{n or ""}</span>')
             cells.append(row)
         matrix = ("<p class=\"muted\">Trials per method and agent:</p>"
-                  + _table(["method", *map(e, agents)], cells, set(range(1, len(agents) + 1))))
-    return head + table + matrix
+                  + table(["method", *map(e, agents)], cells, set(range(1, len(agents) + 1))))
+    return head + per_agent_table + matrix
 
 
 def section_forum(data: dict[str, Any]) -> str:
@@ -388,7 +248,7 @@ def section_events(data: dict[str, Any]) -> str:
     rows = [[e(when(v["at"])), e(v["agent"]), f"<code>{e(v['trial_id'])}</code>",
              f'<span class="flag">{e(v["kind"])}</span>', e(v["detail"])] for v in events]
     return (f"<h2>Integrity events ({len(events)})</h2>"
-            + _table(["time (UTC)", "agent", "trial", "kind", "detail"], rows))
+            + table(["time (UTC)", "agent", "trial", "kind", "detail"], rows))
 
 
 def section_operations(data: dict[str, Any], latest: int = 20) -> str:
@@ -403,7 +263,7 @@ def section_operations(data: dict[str, Any], latest: int = 20) -> str:
              f"<pre>{e(v.get('traceback'))}</pre><code>{e(v.get('args'))}</code></details>"]
             for v in entries[-latest:]]
     return (f"<h2>Internal errors ({internal}; operations log: {len(entries)} entries)</h2>"
-            + _table(["time (UTC)", "id", "kind", "agent", "tool", "error"], rows))
+            + table(["time (UTC)", "id", "kind", "agent", "tool", "error"], rows))
 
 
 def section_audit(data: dict[str, Any]) -> str:
@@ -421,13 +281,13 @@ def section_audit(data: dict[str, Any]) -> str:
               f"{num(r.get('delta_vs_vanilla'))} (p Holm {num(r.get('p_holm'), 4)})")
         rows.append([e(r.get("method")),
                      f"<code>{e(json.dumps(params, sort_keys=True) if params else '{}')}</code>",
-                     e(r.get("setting")), _interval(r.get("pgr"), lo, hi),
+                     e(r.get("setting")), interval(r.get("pgr"), lo, hi),
                      num(r.get("in_lab_pgr")), num(r.get("delta")), vs,
                      f"<b>{e(r.get('verdict'))}</b>"
                      + (f'<div class="muted">{e(r["note"])}</div>' if r.get("note") else "")])
     return ("<h2>Transfer audit (held-out settings)</h2>"
             + (f'<p class="muted">{e(rule)}</p>' if rule else "")
-            + _table(["method", "params", "setting", "PGR [95% CI]", "in-lab PGR", "Δ",
+            + table(["method", "params", "setting", "PGR [95% CI]", "in-lab PGR", "Δ",
                       "Δ vs vanilla", "verdict"], rows, {3, 4, 5, 6}))
 
 
@@ -442,7 +302,7 @@ def section_costs(data: dict[str, Any]) -> str:
     subs: dict[str, int] = {}
     for s in data["submissions"]:
         subs[s["agent"]] = subs.get(s["agent"], 0) + 1
-    rows, total = [], {k: 0 for k, _ in USAGE} | {"dollars": 0.0}
+    rows, total = [], {k: 0 for k in USAGE_KEYS} | {"dollars": 0.0}
     for a in data["agents"]:
         u = a.get("usage") or {}
         name = a["agent"]
@@ -450,16 +310,16 @@ def section_costs(data: dict[str, Any]) -> str:
             total[k] += u.get(k, 0) or 0
         rows.append([e(name), str(a.get("steps", "–")), str(trials.get(name, 0)),
                      str(subs.get(name, 0)), str(posts.get(name, 0)),
-                     *(f"{u[k]:,}" if u.get(k) is not None else "–" for k, _ in USAGE),
+                     *(f"{u[k]:,}" if u.get(k) is not None else "–" for k in USAGE_KEYS),
                      f"${u['dollars']:.4f}" if u.get("dollars") is not None else "–"])
     if any(a.get("usage") for a in data["agents"]):
-        rows.append(["<b>total</b>", "", "", "", "", *(f"<b>{total[k]:,}</b>" for k, _ in USAGE),
+        rows.append(["<b>total</b>", "", "", "", "", *(f"<b>{total[k]:,}</b>" for k in USAGE_KEYS),
                      f"<b>${total['dollars']:.4f}</b>"])
     note = ("" if any(a.get("usage") for a in data["agents"]) else
             '<p class="muted">No API usage: the agents ran the offline brain.</p>')
     return ("<h2>Costs per agent</h2>" + note
-            + _table(["agent", "steps", "trials", "submissions", "posts",
-                      *(f"{label} tokens" for _, label in USAGE), "dollars"],
+            + table(["agent", "steps", "trials", "submissions", "posts",
+                      *(f"{label} tokens" for label in USAGE_LABELS), "dollars"],
                      rows, set(range(1, 10))))
 
 

@@ -12,30 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aar_ray.lab.store import read_rows
+from aar_ray.brains.base import total_tokens
 from aar_ray.observe import operations
+from aar_ray.results import records
 
 STATUSES = ("queued", "running", "done", "error")
 CLEAR = "\033[H\033[2J"
 
 
-
-
-def _usage(d: Path) -> dict[str, dict[str, Any]]:
-    """Per agent usage: summary.json when the campaign ended, else the agents' saved state."""
-    try:
-        summary = json.loads((d / "summary.json").read_text())
-        return {a["agent"]: a.get("usage") or {} for a in summary.get("agents", [])}
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    out = {}
-    for f in sorted((d / "agents").glob("*/state.json")):
-        try:
-            brain = json.loads(f.read_text()).get("brain") or {}
-        except (OSError, ValueError):
-            continue
-        out[f.parent.name] = brain.get("usage") or {}
-    return out
 
 
 def _fmt(v: Any, digits: int = 2) -> str:
@@ -56,36 +40,32 @@ def campaign_text(campaign_dir: str | Path, top: int = 10) -> str:
     if not (d / "config.yaml").exists() and not (d / "trials.sqlite").exists():
         raise FileNotFoundError(f"{d}: not a campaign directory (no config.yaml or "
                                 "trials.sqlite)")
-    trials = read_rows(d / "trials.sqlite", "SELECT agent, kind, status FROM trials")
-    posts = read_rows(d / "forum.sqlite", "SELECT author FROM posts")
-    best = {r["agent"]: r["b"] for r in read_rows(
-        d / "scorer.sqlite", "SELECT agent, MAX(shown) AS b FROM submissions GROUP BY agent")}
-    subs = {r["agent"]: r["n"] for r in read_rows(
-        d / "scorer.sqlite", "SELECT agent, COUNT(*) AS n FROM submissions GROUP BY agent")}
-    board = read_rows(d / "scorer.sqlite",
-                  "SELECT s.agent, s.shown AS pgr, t.method, t.params FROM submissions s "
-                  "JOIN trials t USING (trial_id) WHERE s.shown IS NOT NULL "
-                  f"ORDER BY s.shown DESC LIMIT {int(top)}")
-    for b in board:
-        b["params"] = json.loads(b["params"] or "{}")
-    events = read_rows(d / "scorer.sqlite", "SELECT COUNT(*) AS n FROM events")
-    usage = _usage(d)
+    trials, posts = records.queued_trials(d), records.posts(d)
+    shown = [{"agent": s["agent"], "pgr": s["shown"], "method": s["method"],
+              "params": s["params"]} for s in records.submissions(d)]
+    subs: dict[str, int] = {}
+    best: dict[str, float] = {}
+    for s in shown:
+        subs[s["agent"]] = subs.get(s["agent"], 0) + 1
+        if s["pgr"] is not None:
+            best[s["agent"]] = max(s["pgr"], best.get(s["agent"], s["pgr"]))
+    board = sorted((s for s in shown if s["pgr"] is not None), key=lambda s: -s["pgr"])[:top]
+    n_events = len(records.events(d))
+    usage = {a["agent"]: a.get("usage") or {} for a in records.agents(d)}
 
     counts = {s: sum(t["status"] == s for t in trials) for s in STATUSES}
     agents = sorted({t["agent"] for t in trials} | set(usage) | {p["author"] for p in posts})
     lines = [f"campaign {d.name}  ({d})",
              "trials: " + ", ".join(f"{n} {s}" for s, n in counts.items())
              + f"   (of which {sum(t['kind'] == 'control' for t in trials)} teacher-use "
-             "controls)" + (f"   integrity events: {events[0]['n']}" if events else ""),
+             "controls)" + f"   integrity events: {n_events}",
              "",
              f"  {'agent':<12} {'trials':>6} {'done':>5} {'err':>4} {'subs':>5} {'posts':>5} "
              f"{'best shown':>10} {'tokens':>10} {'dollars':>8}"]
     for a in agents:
         mine = [t for t in trials if t["agent"] == a and t["kind"] != "control"]
         u = usage.get(a) or {}
-        tok = sum(u.get(k, 0) or 0 for k in ("input_tokens", "output_tokens",
-                                              "cache_read_input_tokens",
-                                              "cache_creation_input_tokens"))
+        tok = total_tokens(u)
         lines.append(
             f"  {a:<12} {len(mine):>6} {sum(t['status'] == 'done' for t in mine):>5} "
             f"{sum(t['status'] == 'error' for t in mine):>4} {subs.get(a, 0):>5} "
@@ -110,7 +90,6 @@ def _operations(d: Path, latest: int = 3) -> list[str]:
                      f"{e.get('id', '?')} {e.get('kind', '?')} {e.get('agent', '-')} "
                      f"{e.get('tool', '-')}: {operations.headline(e)[:120]}")
     return lines
-
 
 
 class MissingActor(RuntimeError):
@@ -199,7 +178,8 @@ def status(campaign_dir: str | None, address: str | None, watch: bool = False,
 
         from aar_ray.lab import NAMESPACE
 
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # NOTES-ray §9.1
+        # a stray ~/.ray/auth_token would switch this driver to token auth
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         started = not ray.is_initialized()
         problem = _unreachable(address) if started else None
         if problem:

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-os.environ["RAY_AUTH_MODE"] = "disabled"  # one auth mode for every driver (NOTES-ray §9.1)
+# one auth mode for every driver: a stray ~/.ray/auth_token would switch Ray to token auth
+os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")

@@ -1,7 +1,7 @@
 """The finetune student mode end to end through Ray Train's TorchTrainer, on CPU.
 
-Each fit costs ~25 s of fixed Ray Train overhead (NOTES-ray §4), so the module runs three fits
-on tiny subsets against one embedded Ray instance.
+Each fit costs ~25 s of fixed Ray Train overhead (measured here: worker start, process group,
+wind-down), so the module runs three fits on tiny subsets against one embedded Ray instance.
 """
 from __future__ import annotations
 

@@ -5,8 +5,19 @@ forum or the trial queue except through the `Toolbox` it is handed.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+# The token counts a brain's `usage` dict keeps (the Messages API's names), in the order of a
+# `ClaudeConfig.prices` row; the usage dict also holds "dollars" and "calls".
+USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens",
+              "cache_creation_input_tokens")
+
+
+def total_tokens(usage: dict[str, Any]) -> int:
+    """Every token a brain's `usage` counts: input, output, cache reads and cache writes."""
+    return sum(int(usage.get(k) or 0) for k in USAGE_KEYS)
 
 
 @dataclass(frozen=True)
@@ -18,6 +29,15 @@ class ToolResult:
     # why it failed, for the lab and its tests (brains see only content and is_error):
     # "refusal" (bad input or a rule), "transient" (Ray: retry later), "internal" (a bug)
     error: str | None = None
+
+    def data(self) -> Any:
+        """The result's JSON, or None for an error or a content that is not JSON."""
+        if self.is_error:
+            return None
+        try:
+            return json.loads(self.content)
+        except (TypeError, ValueError):
+            return None
 
 
 class Toolbox(Protocol):

@@ -9,8 +9,7 @@ Why it is shaped this way:
 - Memory is bounded: past `compact_after_tokens` (or `compact_after_messages`) the model writes a
   summary, the summary goes to the notebook, and the conversation restarts from it plus the
   latest tool exchange (kept whole, so no tool_use is ever separated from its tool_result).
-- API version 2026-10-21 (SDK 2.x) rejects `temperature`, so `ClaudeConfig.temperature` is not
-  sent.
+- API version 2026-10-21 (SDK 2.x) rejects `temperature`: no sampling parameter is sent.
 """
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ from typing import Any
 import anthropic
 
 from aar_ray.brains import untrusted
-from aar_ray.brains.base import Toolbox, ToolResult
+from aar_ray.brains.base import USAGE_KEYS, Toolbox, ToolResult
 from aar_ray.config import BudgetConfig, ClaudeConfig
 
 log = logging.getLogger(__name__)
@@ -91,10 +90,6 @@ def _add_text_to(messages: list[dict[str, Any]], text: str) -> None:
         messages[-1]["content"] = [*content, block]
     else:
         messages.append({"role": "user", "content": [block]})
-
-
-USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens",
-              "cache_creation_input_tokens")  # the order of a `prices` row
 
 
 def new_usage() -> dict[str, Any]:

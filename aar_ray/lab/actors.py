@@ -8,17 +8,15 @@ import time
 
 import ray
 
-from aar_ray.lab import NAMESPACE
+from aar_ray.lab import ACTOR_OPTIONS, NAMESPACE
 from aar_ray.lab.forum import Forum
 from aar_ray.lab.scorer import Scorer
 from aar_ray.lab.trials import TrialQueueActor
 
-OPTS = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": -1}
-
-ScorerActor = ray.remote(**OPTS, max_concurrency=4)(Scorer)
+ScorerActor = ray.remote(**ACTOR_OPTIONS, max_concurrency=4)(Scorer)
 
 
-@ray.remote(**OPTS)
+@ray.remote(**ACTOR_OPTIONS)
 class ForumActor(Forum):
     def __init__(self, campaign_dir: str) -> None:
         scorer = ray.get_actor("scorer", namespace=NAMESPACE)

@@ -16,8 +16,9 @@ from typing import Any
 import ray
 
 from aar_ray.brains import make_brain
+from aar_ray.brains.base import USAGE_KEYS
 from aar_ray.config import CampaignConfig
-from aar_ray.lab import NAMESPACE
+from aar_ray.lab import ACTOR_OPTIONS, NAMESPACE
 from aar_ray.lab.tools import LabToolbox
 from aar_ray.observe import metrics, operations
 
@@ -78,8 +79,7 @@ class Researcher:
         if not usage:
             return
         last = self._last_usage
-        for key in ("input_tokens", "output_tokens", "cache_read_input_tokens",
-                    "cache_creation_input_tokens"):
+        for key in USAGE_KEYS:
             metrics.tokens(self.agent_id, key.removesuffix("_tokens"),
                            usage.get(key, 0) - last.get(key, 0))
         metrics.dollars(self.agent_id, usage.get("dollars", 0.0) - last.get("dollars", 0.0))
@@ -91,7 +91,7 @@ class Researcher:
                 "usage": {k: v for k, v in (usage or {}).items() if k != "step_input_tokens"}}
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=8)
+@ray.remote(**ACTOR_OPTIONS, max_concurrency=8)
 class ResearcherActor:
     """One actor process per agent by default; `agents_per_actor` packs several (each agent
     runs in its own thread) because an actor process costs ≈55 MB."""

@@ -20,6 +20,7 @@ from typing import Any
 
 import ray
 
+from aar_ray.brains.base import total_tokens
 from aar_ray.config import CampaignConfig, load_campaign, save_campaign
 from aar_ray.lab import NAMESPACE
 from aar_ray.lab.actors import ForumActor, ScorerActor, TrialQueueActor, create
@@ -149,9 +150,7 @@ def over_budget(lab: Lab) -> str | None:
     if not (b.tokens_total or b.dollars_total):
         return None
     usage = [s["usage"] for a, _ in lab.agents for s in ray.get(a.summaries.remote())]
-    tokens = sum(u.get(k, 0) for u in usage for k in ("input_tokens", "output_tokens",
-                                                       "cache_read_input_tokens",
-                                                       "cache_creation_input_tokens"))
+    tokens = sum(total_tokens(u) for u in usage)
     dollars = sum(u.get("dollars", 0.0) for u in usage)
     if b.tokens_total and tokens >= b.tokens_total:
         return f"campaign token budget ({tokens} >= {b.tokens_total})"

@@ -18,7 +18,8 @@ from aar_ray.lab.store import Store, dumps
 from aar_ray.observe import metrics
 
 KINDS = ("result", "hypothesis", "insight", "error")
-MAX_TITLE, MAX_BODY, MAX_TAGS, MAX_CITES = 200, 8000, 10, 20
+# the one place for the forum's limits: the tools' JSON schemas read them from here
+MAX_TITLE, MAX_BODY, MAX_TAGS, MAX_TAG, MAX_CITES = 200, 8000, 10, 40, 20
 CLAIM = re.compile(r"\bPGR\b[^0-9\-]{0,12}(-?\d*\.\d+|-?\d+)", re.IGNORECASE)
 
 SCHEMA = """
@@ -54,8 +55,8 @@ class Forum:
             raise ForumError(f"body must be 1..{MAX_BODY} characters (got {len(body)})")
         if kind not in KINDS:
             raise ForumError(f"kind {kind!r} is not one of {list(KINDS)}")
-        if len(tags) > MAX_TAGS or any(not isinstance(t, str) or len(t) > 40 for t in tags):
-            raise ForumError(f"at most {MAX_TAGS} tags of at most 40 characters")
+        if len(tags) > MAX_TAGS or any(not isinstance(t, str) or len(t) > MAX_TAG for t in tags):
+            raise ForumError(f"at most {MAX_TAGS} tags of at most {MAX_TAG} characters")
         if len(cites) > MAX_CITES or any(not isinstance(c, str) for c in cites):
             raise ForumError(f"cites must be at most {MAX_CITES} trial ids")
         scored = self.scores(cites) if cites else {}

@@ -1,7 +1,8 @@
 """SQLite for what must survive a crash or an actor restart: one small wrapper, one idiom.
 
-Each actor opens its own database file in the campaign directory; WAL mode keeps readers (the
-CLI's `aar status`, the report) from blocking the actor that writes.
+Each actor opens its own database file in the campaign directory and is its only writer;
+everything else reads through `aar_ray/results/records.py`, read-only, and WAL mode keeps those
+readers (status, report, audit) from blocking the actor that writes.
 """
 from __future__ import annotations
 
@@ -34,27 +35,6 @@ class Store:
     def one(self, sql: str, args: tuple = ()) -> dict[str, Any] | None:
         rows = self.rows(sql, args)
         return rows[0] if rows else None
-
-
-def read_only(path: str | Path) -> sqlite3.Connection:
-    """A read-only connection for readers outside the owning actor (status, report)."""
-    db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
-    db.row_factory = sqlite3.Row
-    return db
-
-
-def read_rows(path: str | Path, sql: str) -> list[dict[str, Any]]:
-    """Rows from a campaign database read-only, or [] when it (or the table) does not exist
-    yet: the owning actor creates both on its first write."""
-    if not Path(path).exists():
-        return []
-    db = read_only(path)
-    try:
-        return [dict(r) for r in db.execute(sql).fetchall()]
-    except sqlite3.Error:
-        return []
-    finally:
-        db.close()
 
 
 def dumps(obj: Any) -> str:

@@ -28,6 +28,7 @@ from aar_ray.brains.base import ToolResult
 from aar_ray.config import CampaignConfig, ConfigError
 from aar_ray.errors import Refusal
 from aar_ray.lab import integrity
+from aar_ray.lab.forum import KINDS, MAX_BODY, MAX_CITES, MAX_TAG, MAX_TAGS, MAX_TITLE
 from aar_ray.observe import metrics, operations
 from aar_ray.sandbox import custom_methods
 
@@ -57,7 +58,6 @@ def _obj(props: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any
             "additionalProperties": False}
 
 
-STR = {"type": "string"}
 TRIAL_ID = {"type": "string", "minLength": 1, "maxLength": 64}
 
 
@@ -265,22 +265,22 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
     Tool("read_forum", "Read the shared forum: newest posts or top results, optionally "
          "filtered by text or tag. Cited trials show the scorer's numbers.",
          _obj({"query": {"type": "string", "maxLength": 200},
-               "tag": {"type": "string", "maxLength": 40},
+               "tag": {"type": "string", "maxLength": MAX_TAG},
                "sort": {"enum": ["newest", "top"]},
                "limit": {"type": "integer", "minimum": 1, "maximum": 50}}),
          LabToolbox.read_forum),
     Tool("post", "Post to the forum. kind=result must cite the scored trial ids it reports.",
-         _obj({"title": {"type": "string", "minLength": 1, "maxLength": 200},
-               "body": {"type": "string", "minLength": 1, "maxLength": 8000},
-               "kind": {"enum": ["result", "hypothesis", "insight", "error"]},
-               "tags": {"type": "array", "items": {"type": "string", "maxLength": 40},
-                        "maxItems": 10},
-               "cites": {"type": "array", "items": TRIAL_ID, "maxItems": 20}},
+         _obj({"title": {"type": "string", "minLength": 1, "maxLength": MAX_TITLE},
+               "body": {"type": "string", "minLength": 1, "maxLength": MAX_BODY},
+               "kind": {"enum": list(KINDS)},
+               "tags": {"type": "array", "items": {"type": "string", "maxLength": MAX_TAG},
+                        "maxItems": MAX_TAGS},
+               "cites": {"type": "array", "items": TRIAL_ID, "maxItems": MAX_CITES}},
               ("title", "body", "kind")),
          LabToolbox.post),
     Tool("reply", "Reply to a forum post.",
          _obj({"post_id": {"type": "integer", "minimum": 1, "maximum": 2**62},
-               "body": {"type": "string", "minLength": 1, "maxLength": 8000}},
+               "body": {"type": "string", "minLength": 1, "maxLength": MAX_BODY}},
               ("post_id", "body")),
          LabToolbox.reply),
     Tool("list_methods", "List the training methods you can run.", _obj({}),

@@ -95,6 +95,31 @@ def queued_trials(campaign_dir: str | Path) -> list[dict[str, Any]]:
     return [_decode(r, params={}, seeds=[], provenance={}) for r in rows]
 
 
+def json_file(path: str | Path) -> Any:
+    """A campaign's JSON file (summary.json, audit.json, an agent's state.json), or None when it
+    is missing or half-written (the campaign may still be running)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def agents(campaign_dir: str | Path) -> list[dict[str, Any]]:
+    """Each agent's steps, whether it finished, and its brain's usage (tokens, dollars):
+    summary.json's once the campaign ended, else each agent's saved state."""
+    d = Path(campaign_dir)
+    summary = json_file(d / "summary.json")
+    if isinstance(summary, dict) and isinstance(summary.get("agents"), list):
+        return summary["agents"]
+    out = []
+    for state_file in sorted((d / "agents").glob("*/state.json")):
+        state = json_file(state_file) or {}
+        out.append({"agent": state_file.parent.name, "steps": state.get("steps"),
+                    "finished": state.get("finished"),
+                    "usage": (state.get("brain") or {}).get("usage") or {}})
+    return out
+
+
 def posts(campaign_dir: str | Path) -> list[dict[str, Any]]:
     """Every forum post and reply, oldest first, as stored (agent text: untrusted)."""
     return _rows(Path(campaign_dir) / FORUM, "SELECT * FROM posts ORDER BY id")
