@@ -11,42 +11,26 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import re
 import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from aar_ray.brains.untrusted import unfence
+from aar_ray.testing.messages import (
+    ERROR_TYPES,
+    Spec,
+    content_blocks,
+    error_reply,
+    text_reply,
+    tool_reply,
+)
+from aar_ray.testing.researcher import researcher_policy
 
-Spec = dict[str, Any]
 Script = list[Spec] | Callable[[dict[str, Any]], Spec] | None
 
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-               500: "api_error", 529: "overloaded_error"}
 LOOKBACK_BLOCKS = 20
 __all__ = ["FakeAnthropic", "error_reply", "researcher_policy", "text_reply", "tool_reply"]
-
-
-def text_reply(text: str, stop_reason: str = "end_turn") -> Spec:
-    return {"content": [{"type": "text", "text": text}] if text else [], "stop_reason": stop_reason}
-
-
-def tool_reply(name: str, tool_input: Any, text: str = "", *, stop_reason: str = "tool_use",
-               tool_id: str | None = None) -> Spec:
-    """An assistant turn calling one tool (`tool_input` may be malformed on purpose)."""
-    block = {"type": "tool_use", "name": name, "input": tool_input}
-    if tool_id:
-        block["id"] = tool_id
-    content = ([{"type": "text", "text": text}] if text else []) + [block]
-    return {"content": content, "stop_reason": stop_reason}
-
-
-def error_reply(status: int = 529, *, retry_after_ms: int | None = 10, message: str = "") -> Spec:
-    return {"error": status, "retry_after_ms": retry_after_ms,
-            "message": message or ERROR_TYPES.get(status, "error")}
 
 
 def _tokens(obj: Any) -> int:
@@ -57,10 +41,6 @@ def _strip_cache(block: Any) -> Any:
     if not isinstance(block, dict):
         return block
     return {k: v for k, v in block.items() if k != "cache_control"}
-
-
-def _blocks(content: Any) -> list[Any]:
-    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
 
 
 def validate(body: dict[str, Any]) -> str | None:
@@ -77,9 +57,9 @@ def validate(body: dict[str, Any]) -> str | None:
     has_tools = bool(body.get("tools"))
     pending: set[str] = set()
     breakpoints = sum("cache_control" in t for t in body.get("tools") or [])
-    breakpoints += sum("cache_control" in b for b in _blocks(body.get("system")))
+    breakpoints += sum("cache_control" in b for b in content_blocks(body.get("system")))
     for i, msg in enumerate(msgs):
-        blocks = _blocks(msg.get("content"))
+        blocks = content_blocks(msg.get("content"))
         breakpoints += sum(isinstance(b, dict) and "cache_control" in b for b in blocks)
         if i and msg.get("role") == msgs[i - 1].get("role"):
             return f"messages.{i}: roles must alternate between user and assistant"
@@ -114,9 +94,9 @@ class _PromptCache:
 
     def usage(self, body: dict[str, Any]) -> tuple[int, int, int]:
         """(uncached input, cache read, cache creation) tokens for one request."""
-        segments = list(body.get("tools") or []) + _blocks(body.get("system"))
+        segments = list(body.get("tools") or []) + content_blocks(body.get("system"))
         for msg in body["messages"]:
-            segments += [{"role": msg.get("role"), **b} for b in _blocks(msg.get("content"))]
+            segments += [{"role": msg.get("role"), **b} for b in content_blocks(msg.get("content"))]
         if body.get("cache_control") and segments:  # top-level automatic caching
             segments[-1] = {**segments[-1], "cache_control": body["cache_control"]}
         digest = hashlib.sha256(str(body.get("model")).encode())
@@ -275,177 +255,3 @@ class FakeAnthropic:
                 "model": body.get("model"), "content": content,
                 "stop_reason": spec.get("stop_reason", "end_turn"), "stop_sequence": None,
                 "stop_details": spec.get("stop_details"), "usage": usage}
-
-
-# ---- a scripted researcher: plays plausible turns from the request alone ---------------------
-
-ALIASES = {"method": ("method", "method_name", "name"),
-           "params": ("params", "parameters", "config"),
-           "seeds": ("seeds",), "trial_id": ("trial_id", "trial", "id"),
-           "title": ("title", "subject"), "text": ("text", "body", "content", "message", "note"),
-           "trial_ids": ("trial_ids", "cites", "citations", "trials"), "mode": ("mode",),
-           "kind": ("kind",), "wait_s": ("wait_s",)}
-DONE, FAILED = ("done", "finished", "complete", "succeeded", "scored"), ("fail", "error", "cancel")
-
-
-def _fill(tools: dict[str, dict[str, Any]], name: str, values: dict[str, Any]) -> dict[str, Any]:
-    """Map canonical argument values onto the tool's own schema, whatever it names them."""
-    props = (tools.get(name) or {}).get("properties")
-    if not props:
-        return values
-    out: dict[str, Any] = {}
-    for prop, schema in props.items():
-        key = next((k for k, names in ALIASES.items() if prop in names and k in values), None)
-        if key is None:
-            continue
-        value = values[key]
-        if schema.get("type") == "array" and not isinstance(value, list):
-            value = [value]
-        if schema.get("enum") and value not in schema["enum"]:
-            value = next((e for e in schema["enum"] if "result" in str(e)), schema["enum"][0])
-        out[prop] = value
-    return out
-
-
-def _json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError):
-        return None
-
-
-def _find(obj: Any, pred: Callable[[str], bool]) -> Any:
-    """The first value in nested JSON whose key satisfies `pred`."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if pred(str(k).lower()) and not isinstance(v, dict | list):
-                return v
-        obj = list(obj.values())
-    if isinstance(obj, list):
-        for v in obj:
-            found = _find(v, pred)
-            if found is not None:
-                return found
-    return None
-
-
-def _methods(text: str) -> list[str]:
-    data = _json(text)
-    if isinstance(data, dict):
-        data = data.get("methods", list(data))
-    if isinstance(data, list):
-        names = [d if isinstance(d, str) else (d or {}).get("name") for d in data]
-        return [n for n in names if isinstance(n, str)]
-    return re.findall(r"^\W*([a-z][a-z0-9_]+)", text or "", re.M)
-
-
-def _trial_id(text: str) -> str | None:
-    found = _find(_json(text), lambda k: k in ("trial_id", "id"))
-    if found is not None:
-        return str(found)
-    m = re.search(r"trial[_ ]?id\W+([\w.-]+)", text or "")
-    return m.group(1) if m else None
-
-
-def _history(messages: list[dict[str, Any]]) -> tuple[list[tuple], bool]:
-    """[(tool, input, result text, is_error)] in order; whether the last user turn had results."""
-    calls: dict[str, tuple[str, Any]] = {}
-    done: list[tuple] = []
-    last_has_results = False
-    for msg in messages:
-        blocks = _blocks(msg.get("content"))
-        for b in blocks:
-            if b.get("type") == "tool_use":
-                calls[b.get("id")] = (b.get("name"), b.get("input"))
-            elif b.get("type") == "tool_result":
-                content = b.get("content")
-                if isinstance(content, list):
-                    content = "".join(c.get("text", "") for c in content if isinstance(c, dict))
-                name, args = calls.get(b.get("tool_use_id"), ("?", {}))
-                done.append((name, args if isinstance(args, dict) else {},
-                             unfence(str(content or "")), bool(b.get("is_error"))))
-        if msg.get("role") == "user":
-            last_has_results = any(b.get("type") == "tool_result" for b in blocks)
-    return done, last_has_results
-
-
-def _tried(messages: list[dict[str, Any]], history: list[tuple]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for msg in messages:  # earlier context survives compaction as "Methods tried: a, b" lines
-        for b in _blocks(msg.get("content")):
-            for line in re.findall(r"Methods tried: ([^\n]*)", str(b.get("text", ""))):
-                for m in re.findall(r"[A-Za-z][\w-]*", line):
-                    counts[m] = counts.get(m, 0) + 1
-    for name, args, _, _ in history:
-        if name == "run_trial" and isinstance(args.get("method"), str):
-            counts[args["method"]] = counts.get(args["method"], 0) + 1
-    return counts
-
-
-def researcher_policy(*, seeds: tuple[int, ...] = (0, 1), max_polls: int = 12
-                      ) -> Callable[[dict[str, Any]], Spec]:
-    """A stateless script that reads its request and plays the next plausible research move:
-    read_forum → list_methods → describe_method → run_trial → trial_status (until done) → submit
-    → post citing the trial → write_notebook → read_forum … with the least-tried method each time.
-    A request with tool_choice "none" (a compaction) gets a summary naming the methods tried."""
-
-    def policy(req: dict[str, Any]) -> Spec:
-        tools = {t.get("name"): t.get("input_schema") or {} for t in req.get("tools") or []}
-        history, fresh = _history(req["messages"])
-        tried = _tried(req["messages"], history)
-        if (req.get("tool_choice") or {}).get("type") == "none":
-            trials = [f"{_trial_id(out)} ({a.get('method')})" for n, a, out, err in history
-                      if n == "run_trial" and not err]
-            return text_reply("Summary of my research so far.\nMethods tried: "
-                              + ", ".join(sorted(tried)) + "\nTrials: " + ", ".join(trials)
-                              + "\nNext: try the least-explored method and replicate the best.")
-
-        def act(name: str, why: str, **values: Any) -> Spec:
-            return tool_reply(name, _fill(tools, name, values), why)
-
-        if not fresh or not history:
-            return act("read_forum", "Let me see what the others have posted before I decide.")
-        name, args, out, err = history[-1]
-        if name == "read_forum":
-            return act("list_methods", "Which methods can I run on this setting?")
-        if name == "list_methods":
-            methods = _methods(out) or list(tried) or ["baseline"]
-            pick = min(methods, key=lambda m: (tried.get(m, 0), methods.index(m)))
-            return act("describe_method", f"{pick} is the least explored so far; reading its "
-                       "parameters before I spend a trial on it.", method=pick)
-        if name == "describe_method":
-            pick = args.get("method") or args.get("name")
-            return act("run_trial", f"Running {pick} with default parameters on "
-                       f"seeds {list(seeds)} so the scorer can compare it with the baseline.",
-                       method=pick, params={}, seeds=list(seeds))
-        if name == "run_trial":
-            tid = None if err else _trial_id(out)
-            if tid is None:
-                return act("leaderboard", "That trial did not start; checking where we stand.")
-            return act("trial_status", "Waiting for the trial.", trial_id=tid, wait_s=30)
-        if name == "trial_status":
-            state = str(_find(_json(out), lambda k: k in ("status", "state")) or out).lower()
-            polls = sum(1 for n, a, _, _ in history if n == "trial_status" and a == args)
-            tid = next((args[k] for k in ALIASES["trial_id"] if k in args), None)
-            if any(w in state for w in DONE):
-                return act("submit", "Done; submitting it to the scorer.", trial_id=tid)
-            if any(w in state for w in FAILED) or polls >= max_polls:
-                return act("list_methods", "That trial failed; moving on to another method.")
-            return act("trial_status", "Still running.", trial_id=tid, wait_s=30)
-        if name == "submit":
-            tid = str(next((args[k] for k in ALIASES["trial_id"] if k in args), _trial_id(out)))
-            pgr = _find(_json(out), lambda k: "pgr" in k)
-            method = next((a.get("method") for n, a, o, _ in history
-                           if n == "run_trial" and _trial_id(o) == tid), "a method")
-            text = (f"Trial {tid} ({method}, default parameters, seeds {list(seeds)}): the scorer "
-                    f"reports public PGR {pgr}. One configuration only; not yet replicated.")
-            return act("post", "Reporting the result, citing the trial.", title=f"{method}: "
-                       f"PGR {pgr}", text=text, trial_ids=[tid], kind="result")
-        if name == "post":
-            return act("write_notebook", "Noting this down.", text=f"Posted: {args}",
-                       mode="append")
-        if name == "leaderboard":
-            return text_reply("I have no trials left to run; my results are posted.")
-        return act("read_forum", "Back to the forum to see what changed.")
-
-    return policy
