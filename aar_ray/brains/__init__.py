@@ -2,25 +2,10 @@
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import replace
 
 from aar_ray.brains.base import Brain
 from aar_ray.config import BudgetConfig, CampaignConfig, ConfigError
-
-_fake_lock = threading.Lock()
-_fake_server = None
-
-
-def _fake_base_url() -> str:
-    """One local fake Messages API per process, for the offline `fake-claude` demo."""
-    global _fake_server
-    with _fake_lock:
-        if _fake_server is None:
-            from aar_ray.testing.fake_anthropic import FakeAnthropic
-
-            _fake_server = FakeAnthropic().__enter__()
-        return _fake_server.base_url
 
 
 def agent_budget(cfg: CampaignConfig) -> BudgetConfig:
@@ -44,10 +29,11 @@ def make_brain(cfg: CampaignConfig, agent_id: str, direction: str, index: int,
         return OfflineBrain(agent_id, direction, cfg.budget, seed=index)
     from aar_ray.brains.claude import ClaudeBrain
 
-    if cfg.brain == "fake-claude":
-        claude = replace(cfg.claude, base_url=_fake_base_url())
-        return ClaudeBrain(claude, agent_budget(cfg), agent_id=agent_id, direction=direction,
-                           api_key="fake-key")
+    if cfg.brain == "fake-claude":  # the lab points claude.base_url at a local fake server
+        if not cfg.claude.base_url:
+            raise ConfigError("brain: fake-claude needs claude.base_url (a fake Messages API)")
+        return ClaudeBrain(cfg.claude, agent_budget(cfg), agent_id=agent_id,
+                           direction=direction, api_key="fake-key")
     key = api_key or os.environ.get("ANTHROPIC_API_KEY")
     if not key:
         raise ConfigError("brain: claude needs ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY_FILE) in "

@@ -10,6 +10,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,10 @@ class Researcher:
         self.workspace = Path(campaign_dir) / "agents" / agent_id
         self.tools = LabToolbox(agent_id, self.workspace, cfg, forum=forum, scorer=scorer,
                                 queue=queue)
+        if cfg.brain == "fake-claude":  # the offline demo: one local fake Messages API a process
+            from aar_ray.testing.fake_anthropic import shared_base_url
+
+            cfg = replace(cfg, claude=replace(cfg.claude, base_url=shared_base_url()))
         self.brain = make_brain(cfg, agent_id, direction, index, api_key)
         self.steps, self.finished = 0, False
         self._last_usage: dict[str, Any] = {}  # usage already reported to the metrics

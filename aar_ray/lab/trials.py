@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
-import inspect
 import json
 import os
 import time
@@ -43,13 +41,6 @@ class TrialError(Refusal):
     """A trial request the queue refuses; the message says what is allowed."""
 
 
-def method_code_hash(method: str) -> str:
-    from aar_ray.w2s.methods import METHODS
-
-    src = inspect.getsource(inspect.getmodule(METHODS.get(method)))
-    return hashlib.sha256(src.encode()).hexdigest()[:16]
-
-
 @functools.cache
 def package_versions() -> dict[str, str | None]:
     """Installed versions do not change while a process runs: read them from disk once."""
@@ -70,7 +61,9 @@ def provenance(cfg: CampaignConfig, method: str, source_path: Path | None = None
         code = {"code_hash": custom_methods.code_hash(source),
                 "method_source_path": str(source_path), "method_source": source}
     else:
-        code = {"code_hash": method_code_hash(method)}
+        from aar_ray.w2s.methods import code_hash  # imports torch: not at module level
+
+        code = {"code_hash": code_hash(method)}
     return {**code, "task": cfg.setting.task,
             "weak": cfg.setting.weak, "strong": cfg.setting.strong,
             "student": cfg.student.__dict__, "versions": dict(package_versions())}

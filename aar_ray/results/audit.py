@@ -110,10 +110,10 @@ def top_configs(board: list[Candidate], k: int) -> list[Candidate]:
 
 def code_changed(campaign_dir: str | Path, method: str, prov: dict[str, Any]) -> bool | None:
     """Whether `method`'s code differs from the hash its trial recorded (None: none was
-    recorded). Built-ins are hashed with `trials.method_code_hash`; an agent's own method by its
+    recorded). Built-ins are hashed with `w2s.methods.code_hash`; an agent's own method by its
     source in the campaign directory (it is re-run in the sandbox, as in its trial)."""
-    from aar_ray.lab.trials import method_code_hash
     from aar_ray.sandbox import custom_methods
+    from aar_ray.w2s.methods import code_hash
 
     recorded = prov.get("code_hash")
     custom = custom_methods.parse_id(method)
@@ -123,7 +123,7 @@ def code_changed(campaign_dir: str | Path, method: str, prov: dict[str, Any]) ->
             raise AuditError(f"method {method!r}: its source {path} is missing")
         current = custom_methods.code_hash(path.read_text())
     else:
-        current = method_code_hash(method)
+        current = code_hash(method)
     return None if recorded is None else recorded != current
 
 

@@ -28,6 +28,8 @@ from aar_ray.testing.messages import (
 from aar_ray.testing.researcher import researcher_policy
 
 Script = list[Spec] | Callable[[dict[str, Any]], Spec] | None
+_shared: FakeAnthropic | None = None
+_shared_lock = threading.Lock()
 
 LOOKBACK_BLOCKS = 20
 __all__ = ["FakeAnthropic", "error_reply", "researcher_policy", "text_reply", "tool_reply"]
@@ -255,3 +257,13 @@ class FakeAnthropic:
                 "model": body.get("model"), "content": content,
                 "stop_reason": spec.get("stop_reason", "end_turn"), "stop_sequence": None,
                 "stop_details": spec.get("stop_details"), "usage": usage}
+
+
+def shared_base_url() -> str:
+    """The address of this process's one fake Messages API, started on first use and left
+    running while the process lives: the offline `fake-claude` demo's agents talk to it."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = FakeAnthropic().start()
+        return _shared.base_url

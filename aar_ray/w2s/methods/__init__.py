@@ -10,6 +10,7 @@ never ground truth — and returns the student's class probabilities on the test
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 import math
 import sys
@@ -125,6 +126,13 @@ def build_params(method: type[Method], raw: dict[str, Any] | None) -> Any:
 def make_method(name: str, params: dict[str, Any] | None = None) -> Method:
     cls = METHODS.get(name)
     return cls(build_params(cls, params))
+
+
+def code_hash(name: str) -> str:
+    """Hash of the source of the module that defines method `name`: a trial's provenance
+    records it, and the audit and `aar rerun` compare it with today's code."""
+    src = inspect.getsource(inspect.getmodule(METHODS.get(name)))
+    return hashlib.sha256(src.encode()).hexdigest()[:16]
 
 
 def describe(name: str) -> dict[str, Any]:
