@@ -5,9 +5,14 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
-from aar_ray.config import ConfigError, SettingConfig, StudentConfig
+from aar_ray import train
+from aar_ray.config import ConfigError
+
+# the campaign `make run` runs: `aar trial` takes its defaults from it
+DEFAULT_CAMPAIGN = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "embedded.yaml"
 
 
 def _parse_value(text: str) -> Any:
@@ -38,15 +43,36 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def cmd_trial(args: argparse.Namespace) -> int:
-    from aar_ray.w2s.trial import TrialConfig, run_trial
+def trial_config(args: argparse.Namespace):
+    """`aar trial`'s TrialConfig: the setting, seeds and student of a campaign config (by
+    default the default campaign's, so that its numbers match that campaign's board), with
+    whichever flags were given on top."""
+    from dataclasses import replace
 
-    setting = SettingConfig(args.task, args.weak, args.strong, args.max_examples, args.test_size)
+    from aar_ray.config import load_campaign
+    from aar_ray.w2s.trial import TrialConfig
+
+    base = load_campaign(args.config)
+    setting = replace(base.setting, **_given(task=args.task, weak=args.weak, strong=args.strong,
+                                             max_examples=args.max_examples,
+                                             test_size=args.test_size))
     setting.validate("trial")
-    student = StudentConfig(mode=args.mode, hidden=args.hidden)
+    student = replace(base.student, **_given(mode=args.mode, hidden=args.hidden,
+                                             epochs=args.epochs))
     student.validate("trial.student")
-    cfg = TrialConfig(setting, args.method, parse_params(args.param), parse_seeds(args.seeds),
-                      student)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else list(base.seeds)
+    return TrialConfig(setting, args.method, parse_params(args.param), seeds, student,
+                       base.finetune)
+
+
+def _given(**flags: Any) -> dict[str, Any]:
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+def cmd_trial(args: argparse.Namespace) -> int:
+    from aar_ray.w2s.trial import run_trial
+
+    cfg = trial_config(args)
     summary = run_trial(cfg).summary()
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -58,7 +84,11 @@ def cmd_trial(args: argparse.Namespace) -> int:
         print(f"{r['seed']:>4} {r['weak_acc']:>7.3f} {r['ceiling_acc']:>8.3f} "
               f"{r['transfer_acc']:>9.3f} {p:>7}")
     print("mean ± SE: " + "  ".join(f"{k}={_fmt(summary[k])}"
-                                    for k in ("weak_acc", "ceiling_acc", "transfer_acc", "pgr")))
+                                    for k in ("weak_acc", "ceiling_acc", "transfer_acc")))
+    p = summary["pgr"]
+    print("PGR (pooled over seeds, seed x item SE, 95% CI): " + (
+        "n/a (no gap)" if p["mean"] is None else
+        f"{p['mean']:.3f} ± {p['se']:.3f} [{p['ci_lo']:.3f}, {p['ci_hi']:.3f}]"))
     return 0
 
 
@@ -77,17 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("trial", help="run one W2S trial: weak, ceiling, transfer and PGR per seed")
-    t.add_argument("--task", default="tweets", help=f"one of {TASKS.names()}")
-    t.add_argument("--weak", default="glove50", help=f"one of {MODELS.names()}")
-    t.add_argument("--strong", default="minilm", help=f"one of {MODELS.names()}")
+    t.add_argument("--config", default=str(DEFAULT_CAMPAIGN),
+                   help="campaign YAML whose setting, seeds and student are the defaults of "
+                        "every flag below (default: the default campaign, %(default)s)")
+    t.add_argument("--task", help=f"one of {TASKS.names()}")
+    t.add_argument("--weak", help=f"one of {MODELS.names()}")
+    t.add_argument("--strong", help=f"one of {MODELS.names()}")
     t.add_argument("--method", default="vanilla", help=f"one of {METHODS.names()}")
     t.add_argument("--param", action="append", default=[], metavar="K=V",
                    help="method parameter (repeatable); see `aar methods`")
-    t.add_argument("--seeds", default="0,1,2,3,4")
-    t.add_argument("--mode", default="head", choices=["head", "finetune"])
-    t.add_argument("--hidden", type=int, default=StudentConfig.hidden)
-    t.add_argument("--max-examples", type=int, default=0)
-    t.add_argument("--test-size", type=int, default=0)
+    t.add_argument("--seeds", help="comma-separated")
+    t.add_argument("--mode", choices=["head", "finetune"])
+    t.add_argument("--hidden", type=int, help="student head width (0 = linear)")
+    t.add_argument("--epochs", type=int, help="student epochs")
+    t.add_argument("--max-examples", type=int, help="0 = the task's whole data set")
+    t.add_argument("--test-size", type=int, help="0 = the task's default")
     t.add_argument("--json", action="store_true")
     t.set_defaults(fn=cmd_trial)
 
@@ -100,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--agents", type=int, help="override the number of agents")
     r.add_argument("--root", help="where campaign directories are created")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--dashboard", action="store_true",
+                   help="start the embedded Ray with its dashboard on 127.0.0.1 (prints the URL)")
     r.set_defaults(fn=cmd_run)
 
     rt = sub.add_parser("redteam", help="run adversarial agents against a small campaign")
@@ -151,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from aar_ray.config import load_campaign
-    from aar_ray.lab.campaign import format_leaderboard, run_campaign
+    from aar_ray.config import load_campaign, save_campaign
+    from aar_ray.lab.campaign import format_leaderboard, format_verdict, run_campaign
 
     cfg = None
     if args.config:
@@ -168,12 +204,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             cfg.sweep.search = args.search or cfg.sweep.search
             cfg.sweep.trials = args.trials or cfg.sweep.trials
         cfg.validate(args.config)
+    if getattr(args, "dashboard", False):
+        if cfg is None:  # resuming: an operational switch, recorded in the campaign's config
+            path = Path(args.resume) / "config.yaml"
+            resumed = load_campaign(path)
+            resumed.dashboard.enabled = True
+            save_campaign(resumed, path)
+        else:
+            cfg.dashboard.enabled = True
     try:
         summary = run_campaign(cfg, resume=args.resume, progress=not args.no_progress)
     except KeyboardInterrupt:
         print("\naar: stopped; continue with `aar run --resume <campaign dir>`", file=sys.stderr)
         return 130
     print(format_leaderboard(summary))
+    print(format_verdict(summary))
     d = summary["diversity"]
     print(f"diversity: {d['team_methods']} methods, {d['team_regions']} parameter regions, "
           f"mean method overlap between agents {d['mean_method_overlap']}")
@@ -281,7 +326,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
     for name in METHODS.names():
         d = describe(name)
-        print(f"{name}: {d['summary'].splitlines()[0]}")
+        print(f"{name} [modes: {', '.join(d['modes'])}]: {d['summary'].splitlines()[0]}")
         for k, v in d["params"]["properties"].items():
             rng = v.get("enum") or [v.get("minimum"), v.get("maximum")]
             print(f"    {k} ({v['type']}, default {v['default']}, allowed {rng}): "
@@ -292,6 +337,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    train.install()  # `aar trial --mode finetune` and the audit fine-tune on Ray Train
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -75,6 +75,14 @@ class FinetuneConfig:
         check(MODELS.get(self.strong_model).hf_path is not None,
               f"{where}.strong_model", "has no trainable weights (no hf_path)")
 
+    def recipe(self) -> dict[str, Any]:
+        """The fields that change what a run learns: the cache key of fine-tuned teachers and
+        ceilings (where checkpoints go and how long to wait for workers do not)."""
+        out = dataclasses.asdict(self)
+        for where_or_when in ("storage_path", "start_timeout_s"):
+            out.pop(where_or_when)
+        return out
+
 
 @dataclass
 class SettingConfig:
@@ -85,6 +93,10 @@ class SettingConfig:
     strong: str = "minilm"
     max_examples: int = 0  # 0 = the task's default size; smaller for tests and quick runs
     test_size: int = 0  # 0 = the task's default
+    # probe: a logistic regression on the weak model's frozen features (cheap);
+    # finetune: the weak model itself fine-tuned on the labelled split with the campaign's
+    # `finetune` settings, as the seed trains its weak teacher
+    teacher: Literal["probe", "finetune"] = "probe"
 
     def validate(self, where: str) -> None:
         TASKS.check(self.task, f"{where}.task")
@@ -92,6 +104,13 @@ class SettingConfig:
         MODELS.check(self.strong, f"{where}.strong")
         check(self.max_examples >= 0, f"{where}.max_examples", "must be >= 0")
         check(self.test_size >= 0, f"{where}.test_size", "must be >= 0")
+        weak = MODELS.get(self.weak)
+        if self.teacher == "finetune":
+            check(weak.hf_path is not None, f"{where}.weak",
+                  f"{self.weak!r} has no trainable weights: use teacher: probe")
+        else:
+            check(weak.embed is not None, f"{where}.weak",
+                  f"{self.weak!r} has no features to probe: use teacher: finetune")
 
     @property
     def label(self) -> str:
@@ -171,8 +190,20 @@ class ResourcesConfig:
     # where a node offers no kernel boundary (Landlock + seccomp), run agents' methods under the
     # audit hook alone instead of refusing them; see docs/threat-model.md
     sandbox_allow_weak: bool = False
+    # placement on a multi-node cluster (docs/scale.md): custom resources that the scorer,
+    # forum and trial queue (head), the agents' actors and the trial tasks ask for, offered by
+    # the nodes meant to host them; `spread` spreads agents and trials over the nodes
+    head_resources: dict[str, float] = field(default_factory=dict)
+    agent_resources: dict[str, float] = field(default_factory=dict)
+    trial_resources: dict[str, float] = field(default_factory=dict)
+    spread: bool = False
+    trial_retries: int = 2  # reruns of a trial whose worker or node died under it
 
     def validate(self, where: str) -> None:
+        for name in ("head_resources", "agent_resources", "trial_resources"):
+            for k, v in getattr(self, name).items():
+                check(v > 0, f"{where}.{name}.{k}", "must be > 0")
+        check(self.trial_retries >= 0, f"{where}.trial_retries", "must be >= 0")
         check(self.cpus_per_trial > 0, f"{where}.cpus_per_trial", "must be > 0")
         check(self.gpus_per_trial >= 0, f"{where}.gpus_per_trial", "must be >= 0")
         check(self.max_concurrent_trials >= 0, f"{where}.max_concurrent_trials", "must be >= 0")
@@ -218,6 +249,39 @@ class AuditConfig:
 
 
 @dataclass
+class ConfirmConfig:
+    """The pre-registered confirmation stage, the campaign's last act: the top-K distinct
+    configurations by public ΔPGR are written down, then re-run on fresh seeds that
+    exploration never used, tested against vanilla on the private split with Holm over the K.
+    The default size is set by the power calculation in docs/statistics.md."""
+
+    top_k: int = 3
+    seeds: list[int] = field(default_factory=lambda: list(range(100, 120)))
+    alpha: float = 0.05  # family-wise, over the K
+    power: float = 0.8  # for the minimum detectable ΔPGR that the verdict states
+
+    def validate(self, where: str) -> None:
+        check(self.top_k >= 1, f"{where}.top_k", "must be >= 1")
+        check(len(self.seeds) >= 2, f"{where}.seeds", "needs at least two fresh seeds")
+        check(len(set(self.seeds)) == len(self.seeds), f"{where}.seeds", "must be distinct")
+        check(0 < self.alpha < 1, f"{where}.alpha", "must be in (0, 1)")
+        check(0 < self.power < 1, f"{where}.power", "must be in (0, 1)")
+
+
+@dataclass
+class DashboardConfig:
+    """The Ray dashboard of an embedded run (a cluster runs its own), on 127.0.0.1 only."""
+
+    enabled: bool = False
+    port: int = 0  # 0 = Ray's default, 8265, or the next free port
+    metrics_port: int = 0  # the Prometheus export port; 0 = a free one
+
+    def validate(self, where: str) -> None:
+        for name in ("port", "metrics_port"):
+            check(0 <= getattr(self, name) < 65536, f"{where}.{name}", "must be a port or 0")
+
+
+@dataclass
 class WandbConfig:
     project: str = "aar-ray"
     mode: Literal["offline", "online", "disabled"] = "offline"
@@ -247,6 +311,7 @@ class CampaignConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    trial_seeds: int = 0  # seeds a trial runs on unless it names them (0 = all `seeds`)
     agents: int = 9
     directions: list[str] = field(default_factory=list)  # [] = the built-in nine
     brain: Literal["offline", "claude", "fake-claude"] = "offline"
@@ -255,7 +320,9 @@ class CampaignConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     root: str = "campaigns"  # campaign directories are created under this folder
     cache_dir: str = ""  # "" = $AAR_CACHE or ~/.cache/aar-ray
     seed: int = 0  # the campaign's own randomness: offline brains and the sweep's sampler
@@ -271,8 +338,12 @@ class CampaignConfig:
             check(len(self.directions) >= self.agents or len(self.directions) >= 9,
                   f"{where}.directions", "give one per agent (or at least nine to cycle through)")
         for name in ("setting", "student", "finetune", "claude", "budget", "resources",
-                     "scoring", "audit", "sweep"):
+                     "scoring", "audit", "sweep", "confirm", "dashboard"):
             getattr(self, name).validate(f"{where}.{name}")
+        check(0 <= self.trial_seeds <= len(self.seeds), f"{where}.trial_seeds",
+              f"must be in [0, {len(self.seeds)}] (the number of seeds)")
+        check(not set(self.confirm.seeds) & set(self.seeds), f"{where}.confirm.seeds",
+              "must be fresh: none of the exploration's `seeds`")
         for i, s in enumerate(self.audit.settings):
             check((s.task, s.weak, s.strong) != (self.setting.task, self.setting.weak,
                                                  self.setting.strong),
@@ -280,6 +351,11 @@ class CampaignConfig:
         if self.explorer == "sweep":
             check(self.exploration_trials() >= 1, f"{where}.sweep.trials",
                   "must be >= 1 when budget.trials_per_agent is 0 (unlimited)")
+
+    def default_trial_seeds(self) -> list[int]:
+        """The seeds a trial runs on when it names none: the first `trial_seeds`, so that a
+        result can be replicated on the others."""
+        return list(self.seeds[:self.trial_seeds or len(self.seeds)])
 
     @property
     def sweep_agent(self) -> str:

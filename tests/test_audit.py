@@ -1,4 +1,4 @@
-"""Leaderboard uncertainty, the transfer audit and trial reproduction.
+"""The private board's uncertainty, the transfer audit and trial reproduction.
 
 The audit tests build a tiny campaign directory without Ray: a Scorer, trials recorded from
 `run_method` as the trial queue would, `save_campaign` for config.yaml.
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from aar_ray.cli import audit_table
@@ -15,74 +14,14 @@ from aar_ray.config import (
     AuditConfig,
     CampaignConfig,
     SettingConfig,
-    load_campaign,
     save_campaign,
 )
 from aar_ray.lab.scorer import Scorer
 from aar_ray.lab.trials import provenance
 from aar_ray.results import audit as audit_mod
 from aar_ray.results.audit import AuditError, audit, verdict
-from aar_ray.results.leaderboard import annotate, annotate_leaderboard
 from aar_ray.results.rerun import rerun
 from aar_ray.w2s.trial import run_method
-
-# ---- annotate on synthetic correctness ----------------------------------------------------------
-
-
-def _draw(rng, z, acc):
-    """(S, N) correctness, P(correct) = acc[s]; items share difficulty z (paired like real
-    models: the same items are hard for everyone)."""
-    latent = np.where(rng.random((len(acc), len(z))) < 0.8, z, rng.random((len(acc), len(z))))
-    return latent < np.asarray(acc)[:, None]
-
-
-def _per_seed(a, seeds):
-    return {s: a[i] for i, s in enumerate(seeds)}
-
-
-def test_annotate_finds_a_real_effect_and_not_a_null_one():
-    rng = np.random.default_rng(1)
-    seeds, n = [0, 1, 2, 3, 4], 2000
-    z = rng.random(n)
-    sd = rng.normal(0, 0.005, len(seeds))
-    arr = {"weak": _draw(rng, z, 0.70 + sd), "ceil": _draw(rng, z, 0.90 + sd),
-           "base": _draw(rng, z, 0.78 + sd), "good": _draw(rng, z, 0.83 + sd),
-           "null": _draw(rng, z, 0.78 + sd), "null2": _draw(rng, z, 0.78 + sd)}
-    correct = {k: _per_seed(arr[k], seeds) for k in ("base", "good", "null", "null2")}
-    # a trial on a subset of seeds is compared with the baseline on those seeds only
-    correct["short"] = {s: arr["good"][s] for s in (0, 2, 4)}
-    entries = [{"trial_id": t, "agent": "baseline" if t == "base" else "a"}
-               for t in ("good", "null", "base", "null2", "short")]
-    out = annotate(entries, correct, _per_seed(arr["weak"], seeds), _per_seed(arr["ceil"], seeds),
-                   "base", np.random.default_rng(0))
-    by = {e["trial_id"]: e for e in out}
-    assert out is entries
-    for e in out:
-        assert e["ci_lo"] <= e["pgr_pooled"] <= e["ci_hi"]
-    assert by["good"]["delta_vs_baseline"] == pytest.approx(0.25, abs=0.08)  # +5pt / 20pt gap
-    assert by["good"]["significant"] and by["good"]["p_holm"] < 0.05
-    assert by["good"]["p_holm"] >= by["good"]["p_vs_baseline"]
-    assert by["good"]["effect_size"] > 1
-    for t in ("null", "null2"):
-        assert not by[t]["significant"] and by[t]["p_holm"] > 0.05
-    assert by["short"]["compared_seeds"] == [0, 2, 4]
-    assert by["good"]["compared_seeds"] == seeds
-    assert by["base"]["p_holm"] is None and by["base"]["significant"] is False
-    # no baseline: CIs but no comparisons; everything JSON-safe
-    bare = annotate([{"trial_id": "good"}], correct, _per_seed(arr["weak"], seeds),
-                    _per_seed(arr["ceil"], seeds), None, np.random.default_rng(0))
-    assert bare[0]["p_vs_baseline"] is None and bare[0]["ci_lo"] is not None
-    json.loads(json.dumps(out, allow_nan=False, default=int))
-
-
-def test_annotate_no_gap_gives_none_not_nan():
-    rng = np.random.default_rng(2)
-    w = rng.random((3, 200)) < 0.7
-    entries = annotate([{"trial_id": "x"}, {"trial_id": "b"}], {"x": _per_seed(w, [0, 1, 2]),
-                       "b": _per_seed(w, [0, 1, 2])}, _per_seed(w, [0, 1, 2]),
-                       _per_seed(w, [0, 1, 2]), "b", rng)
-    assert entries[0]["pgr_pooled"] is None and entries[0]["ci_lo"] is None
-    assert entries[0]["significant"] is False
 
 
 def test_verdict_rule():
@@ -134,19 +73,14 @@ def campaign(small_setting, fast_student, cache_dir, tmp_path_factory):
     return d, board
 
 
-def test_annotate_leaderboard_from_a_scorer(campaign):
-    d, _ = campaign
-    scorer = Scorer(str(d), load_campaign(d / "config.yaml"))
-    try:
-        board = annotate_leaderboard(scorer, scorer.leaderboard("private", 100))
-    finally:
-        scorer.store.db.close()
+def test_private_board_carries_ci_and_delta_over_vanilla(campaign):
+    _, board = campaign
     base = next(e for e in board if e["agent"] == "baseline")
-    others = [e for e in board if e["agent"] != "baseline"]
-    assert base["p_holm"] is None and all(e["p_holm"] is not None for e in others)
+    assert base["delta"] == 0.0
     for e in board:
-        assert e["ci_lo"] <= e["pgr_pooled"] <= e["ci_hi"]
-    assert all(0 <= e["p_vs_baseline"] <= e["p_holm"] <= 1 for e in others)
+        assert e["ci_lo"] <= e["pgr"] <= e["ci_hi"] and e["se"] > 0
+        if e["agent"] != "baseline":
+            assert e["delta_lo"] <= e["delta"] <= e["delta_hi"] and 0 <= e["p"] <= 1
 
 
 @pytest.mark.slow
@@ -158,7 +92,7 @@ def test_audit_rows_verdicts_and_json(campaign):
     assert {r["setting"] for r in rows} == {s.label for s in HELD_OUT}
     for r in rows:
         assert r["verdict"] in audit_mod.VERDICTS
-        assert r["in_lab_board_pgr"] == pytest.approx(
+        assert r["in_lab_pgr"] == pytest.approx(
             next(e["pgr"] for e in board if e["trial_id"] == r["trial_id"]))
         assert r["code_changed"] is (r["trial_id"] == "t2")
     gap = [r for r in rows if r["setting"] == HELD_OUT[1].label]
@@ -184,7 +118,7 @@ def test_rerun_reproduces_a_trial_within_its_ci(campaign):
     out = rerun(d, "t1")
     assert out["within_ci"] and out["code_changed"] is False
     assert out["rerun_pgr"] == pytest.approx(out["original_pgr"], abs=0.1)
-    assert out["original_board_pgr"] == pytest.approx(out["recorded_board_pgr"])
+    assert out["original_pgr"] == pytest.approx(out["recorded_pgr"])
     assert out["prediction_agreement"] > 0.9
     assert out["version_diff"] == {} and out["student_matches_config"]
     assert rerun(d, "t2")["code_changed"] is True

@@ -26,7 +26,8 @@ def make_brain(cfg: CampaignConfig, agent_id: str, direction: str, index: int,
     if cfg.brain == "offline":
         from aar_ray.brains.offline import OfflineBrain
 
-        return OfflineBrain(agent_id, direction, cfg.budget, seed=index)
+        return OfflineBrain(agent_id, direction, cfg.budget, seed=index,
+                            campaign_seed=cfg.seed)
     from aar_ray.brains.claude import ClaudeBrain
 
     if cfg.brain == "fake-claude":  # the lab points claude.base_url at a local fake server

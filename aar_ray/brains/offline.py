@@ -1,20 +1,31 @@
-"""The offline researcher: an honest search policy over the registered methods, used when no
-Claude API key is set. It sees only tool outputs: method descriptions, the scorer's coarse
-feedback and the forum.
+"""The offline researcher: an honest search policy over the registered methods and a few
+methods it writes itself, used when no Claude API key is set. It sees only tool outputs:
+method descriptions, the scorer's coarse feedback (public ΔPGR over vanilla with its CI, when
+the Ladder allows, and whether a configuration replicated) and the forum.
 
-It explores first, biased towards methods whose descriptions share words with its starting
-direction, then exploits: it perturbs the best configuration it knows of, its own or one that
-the forum reports with a scorer-backed number. Nothing in it knows which method is good.
+Three habits keep it from chasing noise:
+- **Replicate before exploiting.** A configuration that earns a new best ΔPGR is re-run on
+  seeds its first trial did not use before anything is built on it; only a configuration the
+  scorer says replicated becomes an incumbent to perturb, and the forum hears either way.
+- **Only replicated results migrate.** From the forum it builds only on configurations the
+  scorer says replicated, so one lucky number cannot pull the whole fleet onto one method.
+- **A cap per method.** No more than a third of an agent's trials go to one method.
+It starts where its direction points (methods whose descriptions share words with it) and,
+once, writes a method of its own as code (`compositions.py`). Nothing in it knows which
+method is good.
 """
 from __future__ import annotations
 
 import json
+import math
 import re
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from aar_ray.brains.base import Toolbox, ToolResult
+from aar_ray.brains.compositions import COMPOSITIONS
 from aar_ray.config import BudgetConfig
 
 STOP = set("a an and are as at be by can could do does for from has how in is it its may "
@@ -27,152 +38,199 @@ def words(text: str) -> set[str]:
     return {w[:5] for w in re.findall(r"[a-z]+", text.lower()) if w not in STOP and len(w) > 2}
 
 
+@dataclass
+class Research:
+    """Everything the offline researcher knows and plans: saved with the agent's state."""
+
+    phase: str = "start"  # start -> research -> done
+    schemas: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> params schema
+    prior: dict[str, float] = field(default_factory=dict)  # method -> direction affinity
+    results: list[dict[str, Any]] = field(default_factory=list)  # own trials and feedback
+    pending: dict[str, Any] | None = None  # the trial awaiting its result
+    replicate: dict[str, Any] | None = None  # a new best to re-run on other seeds first
+    incumbents: list[dict[str, Any]] = field(default_factory=list)  # replicated configs
+    started: int = 0  # trials launched
+    seeds: list[int] = field(default_factory=list)  # every seed a trial may use
+    wrote_method: bool = False
+    sigma: float = 0.2  # local search step, as a share of each parameter's range
+
+
 class OfflineBrain:
     def __init__(self, agent_id: str, direction: str, budget: BudgetConfig,
-                 seed: int = 0, wait_s: float = 60.0) -> None:
+                 seed: int = 0, wait_s: float = 60.0, campaign_seed: int = 0) -> None:
         self.agent_id, self.direction, self.budget = agent_id, direction, budget
         self.wait_s = wait_s
-        self.rng = np.random.default_rng([seed, sum(map(ord, agent_id))])
-        self.s: dict[str, Any] = {"phase": "start", "methods": {}, "prior": {}, "results": [],
-                                  "pending": None, "started": 0, "forum": [], "best": None,
-                                  "sigma": 0.2}
+        self.rng = np.random.default_rng([campaign_seed, seed, sum(map(ord, agent_id))])
+        self.r = Research()
 
     # ---- Brain protocol ----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {"s": self.s, "rng": self.rng.bit_generator.state}
+        return {"research": asdict(self.r), "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.s = state["s"]
+        self.r = Research(**state["research"])
         self.rng.bit_generator.state = state["rng"]
 
     def step(self, tools: Toolbox) -> bool:
-        if self.s["phase"] == "start":
+        if self.r.phase == "start":
             return self._start(tools)
-        if self.s["pending"]:
+        if self.r.pending:
             return self._follow_up(tools)
-        if self.s["phase"] == "done":
+        if self.r.phase == "done":
             return False
-        if self.budget.trials_per_agent and self.s["started"] >= self.budget.trials_per_agent:
+        if self.budget.trials_per_agent and self.r.started >= self.budget.trials_per_agent:
             return self._wrap_up(tools)
-        if self.s["started"] and self.s["started"] % 2 == 0:
-            self._read_forum(tools)
         return self._launch(tools)
 
     # ---- phases ------------------------------------------------------------------------------
 
     def _start(self, tools: Toolbox) -> bool:
         listed = _json(tools.call("list_methods", {})) or []
-        mine = words(self.direction)
         for m in listed:
             d = _json(tools.call("describe_method", {"name": m["name"]}))
             if not d:
                 continue
-            self.s["methods"][m["name"]] = d["params"]
-            overlap = len(mine & words(" ".join([d["name"], d["summary"], *d["tags"]])))
-            self.s["prior"][m["name"]] = 1.0 + 2.0 * overlap
-        if not self.s["methods"]:
+            self._know(m["name"], d["params"], " ".join([d["name"], d["summary"], *d["tags"]]))
+        if not self.r.schemas:
             return True  # tools unavailable; try again next step
-        self._read_forum(tools)
-        favourites = sorted(self.s["prior"], key=lambda k: -self.s["prior"][k])[:2]
+        favourites = sorted(self.r.prior, key=lambda k: -self.r.prior[k])[:2]
         tools.call("post", {"title": f"{self.agent_id}: starting point",
                             "body": f"My direction: {self.direction}\nI will begin with "
-                                    f"{' and '.join(favourites)}, then follow what scores best.",
+                                    f"{' and '.join(favourites)}; I replicate a promising "
+                                    "result on other seeds before building on it.",
                             "kind": "hypothesis", "tags": ["plan"]})
-        self.s["phase"] = "research"
+        self.r.phase = "research"
         return True
 
+    def _know(self, name: str, schema: dict[str, Any], text: str) -> None:
+        self.r.schemas[name] = schema
+        self.r.prior[name] = 1.0 + 2.0 * len(words(self.direction) & words(text))
+
     def _launch(self, tools: Toolbox) -> bool:
-        method, params = self._choose()
-        out = tools.call("run_trial", {"method": method, "params": params})
+        seeds: list[int] | None = None
+        replicating = self.r.replicate
+        if replicating:
+            method, params = replicating["method"], replicating["params"]
+            seeds = [s for s in self.r.seeds if s not in replicating["seeds"]] or None
+            self.r.replicate = None
+        elif not self.r.wrote_method and self.r.started >= 2:
+            method, params = self._write_method(tools)
+        else:
+            method, params = self._choose(tools)
+        args = {"method": method, "params": params, **({"seeds": seeds} if seeds else {})}
+        out = tools.call("run_trial", args)
         data = _json(out)
         if out.is_error or not data:
             if "budget" in out.content:
-                self.s["started"] = self.budget.trials_per_agent
+                self.r.started = self.budget.trials_per_agent
             else:  # a bad sample: remember it so the search moves on
-                self.s["results"].append({"method": method, "params": params, "pgr": None,
-                                          "error": out.content[:200]})
+                self.r.results.append({"method": method, "params": params, "delta": None,
+                                       "error": out.content[:200]})
             return True
-        self.s["pending"] = {"trial_id": data["trial_id"], "method": method, "params": params}
-        self.s["started"] += 1
+        self.r.seeds = self.r.seeds or data.get("available_seeds", [])
+        self.r.pending = {"trial_id": data["trial_id"], "method": method, "params": params,
+                          "seeds": data["seeds"], "replication": bool(replicating)}
+        self.r.started += 1
         return True
 
+    def _write_method(self, tools: Toolbox) -> tuple[str, dict[str, Any]]:
+        """Write one method of its own (the composition nearest its direction) and run it."""
+        self.r.wrote_method = True
+        mine = words(self.direction)
+        name = max(sorted(COMPOSITIONS), key=lambda n: (
+            len(mine & words(COMPOSITIONS[n]["summary"])), self.rng.random()))
+        spec = COMPOSITIONS[name]
+        out = _json(tools.call("write_method", {"name": name, "code": spec["source"]}))
+        if not out:
+            return self._choose(tools)
+        self._know(out["method"], {"properties": spec["properties"]}, spec["summary"])
+        self.r.prior[out["method"]] += 2.0  # its own idea: worth a second look
+        return out["method"], self._sample(out["method"])
+
     def _follow_up(self, tools: Toolbox) -> bool:
-        p = self.s["pending"]
+        p = self.r.pending
         st = _json(tools.call("trial_status", {"trial_id": p["trial_id"], "wait_s": self.wait_s}))
         if not st or st["status"] in ("queued", "running"):
             return True
-        self.s["pending"] = None
+        self.r.pending = None
         if st["status"] == "error":
-            self.s["results"].append({**p, "pgr": None, "error": st["error"]})
+            self.r.results.append({**p, "delta": None, "error": st["error"]})
             tools.call("post", {"title": f"{p['method']} failed", "kind": "error",
                                 "body": f"Trial {p['trial_id']} ({p['method']} "
                                         f"{json.dumps(p['params'])}) failed: {st['error']}",
-                                "tags": [p["method"]]})
+                                "tags": [p["method"][:40]]})
             return True
         fb = _json(tools.call("submit", {"trial_id": p["trial_id"]})) or {}
-        shown = fb.get("public_pgr")
-        self.s["results"].append({**p, "pgr": shown})
-        if shown is not None and (self.s["best"] is None or shown > self.s["best"]["pgr"]):
-            self.s["best"] = {**p, "pgr": shown}
-        # (1+1)-ES step size: widen the local search after a success or when the scorer saw
-        # no real change (a near-duplicate), narrow it after a miss
-        widen = shown is not None or "near-duplicate" in str(fb.get("message", ""))
-        self.s["sigma"] = min(0.3, self.s["sigma"] * 1.5) if widen \
-            else max(0.03, self.s["sigma"] * 0.8)
-        verdict = (f"public PGR {shown} (scorer), my new best" if shown is not None else
-                   "no new best: the scorer withheld the score (below my best by the margin)")
-        outcome = "new best" if shown is not None else "no gain"
-        tools.call("post", {"title": f"{p['method']}: {outcome}",
-                            "kind": "result", "cites": [p["trial_id"]], "tags": [p["method"]],
-                            "body": f"{p['method']} with {json.dumps(p['params'])}: {verdict}."})
+        delta, replicated = fb.get("public_delta"), fb.get("replicated")
+        self.r.results.append({**p, "delta": delta, "replicated": replicated})
+        # (1+1)-ES step size: widen after a success or when nothing changed, narrow after a miss
+        widen = delta is not None or "near-duplicate" in str(fb.get("message", ""))
+        self.r.sigma = min(0.3, self.r.sigma * 1.5) if widen else max(0.03, self.r.sigma * 0.8)
+        if p["replication"]:
+            outcome = "replicated" if replicated else "did not replicate"
+            if replicated:
+                self.r.incumbents.append({k: p[k] for k in ("method", "params")})
+        elif delta is not None and delta > 0:
+            outcome = "new best over vanilla, replicating next"
+            self.r.replicate = {k: p[k] for k in ("method", "params", "seeds")}
+        else:
+            outcome = "no gain"
+        ci = fb.get("public_delta_ci")
+        shown = (f"public ΔPGR over vanilla {delta:+.2f} (95% CI {ci[0]:+.2f} to {ci[1]:+.2f})"
+                 if delta is not None and ci else "the scorer withheld ΔPGR (not a new best)")
+        tags = [p["method"][:40], *(["replicated"] if replicated else [])]
+        tools.call("post", {"title": f"{p['method']}: {outcome}", "kind": "result",
+                            "cites": [p["trial_id"]], "tags": tags,
+                            "body": f"{p['method']} with {json.dumps(p['params'])} on seeds "
+                                    f"{p['seeds']}: {shown}; replicated: {replicated}."})
         tools.call("write_notebook", {"text": f"- {p['trial_id']} {p['method']} "
-                                              f"{json.dumps(p['params'])} -> {shown}"})
+                                              f"{json.dumps(p['params'])} -> Δ {delta}, "
+                                              f"replicated {replicated}"})
         return True
 
     def _wrap_up(self, tools: Toolbox) -> bool:
-        best = self.s["best"]
-        tried = sorted({r["method"] for r in self.s["results"]})
+        tried = sorted({r["method"] for r in self.r.results})
+        best = self.r.incumbents[-1] if self.r.incumbents else None
         body = (f"Tried {', '.join(tried)}. "
-                + (f"Best: {best['method']} {json.dumps(best['params'])}."
-                   if best else "Nothing beat my first score."))
+                + (f"Replicated: {best['method']} {json.dumps(best['params'])}."
+                   if best else "Nothing I found replicated on fresh seeds."))
         tools.call("post", {"title": f"{self.agent_id}: summary", "body": body,
-                            "kind": "insight", "tags": ["summary"],
-                            "cites": [best["trial_id"]] if best else []})
-        self.s["phase"] = "done"
+                            "kind": "insight", "tags": ["summary"]})
+        self.r.phase = "done"
         return False
 
     # ---- the search policy -------------------------------------------------------------------
 
-    def _read_forum(self, tools: Toolbox) -> None:
-        posts = _json(tools.call("read_forum", {"sort": "top", "limit": 10})) or []
-        seen = []
-        for post in posts:
-            for c in post.get("cited", []):
-                if c.get("public_pgr") is not None and c.get("method") in self.s["methods"]:
-                    seen.append({"method": c["method"], "params": c["params"],
-                                 "pgr": c["public_pgr"]})
-        self.s["forum"] = seen
+    def _forum_incumbents(self, tools: Toolbox) -> list[dict[str, Any]]:
+        """Configurations to build on from the forum: those that replicated
+        (migration), and none that only one lucky run supports."""
+        posts = _json(tools.call("read_forum", {"tag": "replicated", "sort": "top",
+                                                "limit": 10})) or []
+        return [{"method": c["method"], "params": c["params"]}
+                for post in posts for c in post.get("cited", [])
+                if c.get("replicated") and c.get("method") in self.r.schemas]
 
-    def _choose(self) -> tuple[str, dict[str, Any]]:
-        done = len(self.s["results"])
+    def _choose(self, tools: Toolbox) -> tuple[str, dict[str, Any]]:
+        done = len(self.r.results)
         horizon = max(1.0, 0.4 * (self.budget.trials_per_agent or 10))
-        explore = max(0.15, 1.0 - done / horizon)
-        known = [r for r in self.s["results"] + self.s["forum"] if r.get("pgr") is not None]
-        if known and self.rng.random() > explore:
-            best = max(known, key=lambda r: r["pgr"])
-            return best["method"], self._perturb(best["method"], best["params"])
-        names = sorted(self.s["methods"])
-        tried = {n: sum(r["method"] == n for r in self.s["results"]) for n in names}
-        w = np.array([self.s["prior"][n] / (1 + tried[n]) for n in names])
+        explore = max(0.25, 1.0 - done / horizon)
+        cap = max(1, math.ceil((self.budget.trials_per_agent or 9) / 3))
+        used = {n: sum(r["method"] == n for r in self.r.results) for n in self.r.schemas}
+        if self.rng.random() > explore:
+            known = [c for c in self.r.incumbents + self._forum_incumbents(tools)
+                     if used.get(c["method"], 0) < cap]
+            if known:
+                pick = known[self.rng.integers(len(known))]
+                return pick["method"], self._perturb(pick["method"], pick["params"])
+        names = [n for n in sorted(self.r.schemas) if used[n] < cap] or sorted(self.r.schemas)
+        w = np.array([self.r.prior[n] / (1 + used[n]) for n in names])
         name = names[self.rng.choice(len(names), p=w / w.sum())]
         return name, self._sample(name)
 
     def _sample(self, method: str) -> dict[str, Any]:
-        out = {}
-        for k, spec in self.s["methods"][method]["properties"].items():
-            out[k] = self._draw(spec)
-        return out
+        return {k: self._draw(spec)
+                for k, spec in self.r.schemas[method].get("properties", {}).items()}
 
     def _draw(self, spec: dict[str, Any]) -> Any:
         if "enum" in spec:
@@ -186,15 +244,15 @@ class OfflineBrain:
 
     def _perturb(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         out = dict(params)
-        for k, spec in self.s["methods"][method]["properties"].items():
+        for k, spec in self.r.schemas[method].get("properties", {}).items():
             if k not in out:
                 out[k] = spec["default"]
             if spec["type"] in ("number", "integer") and "enum" not in spec:
                 lo, hi = spec.get("minimum", 0), spec.get("maximum", 1)
-                v = out[k] + self.rng.normal(0, self.s["sigma"] * (hi - lo))
+                v = out[k] + self.rng.normal(0, self.r.sigma * (hi - lo))
                 v = min(hi, max(lo, v))
                 out[k] = int(round(v)) if spec["type"] == "integer" else round(float(v), 3)
-            elif self.rng.random() < self.s["sigma"]:
+            elif self.rng.random() < self.r.sigma:
                 out[k] = self._draw(spec)
         return out
 

@@ -22,11 +22,13 @@ import ray
 
 from aar_ray.brains.base import total_tokens
 from aar_ray.config import CampaignConfig, load_campaign, save_campaign
-from aar_ray.lab import NAMESPACE
+from aar_ray.lab import NAMESPACE, confirmation, placement, startup
 from aar_ray.lab.actors import ForumActor, ScorerActor, TrialQueueActor, create
 from aar_ray.lab.agent import ResearcherActor
 from aar_ray.lab.directions import DIRECTIONS
+from aar_ray.lab.store import checkpoint
 from aar_ray.lab.sweep import explore_task
+from aar_ray.results import stats
 from aar_ray.results.diversity import diversity
 
 FORWARDED_ENV = ("WANDB_MODE", "WANDB_PROJECT", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
@@ -89,8 +91,7 @@ def init_ray(cfg: CampaignConfig) -> bool:
             ray.init(address=address, namespace=NAMESPACE, runtime_env=runtime_env,
                      log_to_driver=False)
         else:
-            ray.init(address="local", namespace=NAMESPACE, include_dashboard=False,
-                     runtime_env=runtime_env, log_to_driver=False)
+            placement.start_embedded(cfg, NAMESPACE, runtime_env)
     return True
 
 
@@ -118,10 +119,11 @@ class Lab:
 
 def start_lab(cfg: CampaignConfig, campaign_dir: Path, with_agents: bool = True) -> Lab:
     d = str(campaign_dir)
-    scorer = create("scorer", ScorerActor, d, cfg, num_gpus=cfg.resources.scorer_gpus)
-    prepared = ray.get(scorer.prepare.remote())
-    forum = create("forum", ForumActor, d)
-    queue = create("trials", TrialQueueActor, d, cfg, scorer, secrets("WANDB_API_KEY"))
+    head = placement.head(cfg)
+    scorer = create("scorer", ScorerActor, d, cfg, num_gpus=cfg.resources.scorer_gpus, **head)
+    prepared = startup.prepare(scorer)  # a progress bar while it embeds
+    forum = create("forum", ForumActor, d, **head)
+    queue = create("trials", TrialQueueActor, d, cfg, secrets("WANDB_API_KEY"), **head)
     specs = [(f"agent-{i}", direction, i) for i, direction in enumerate(directions(cfg))
              if with_agents]
     k = cfg.resources.agents_per_actor
@@ -129,8 +131,8 @@ def start_lab(cfg: CampaignConfig, campaign_dir: Path, with_agents: bool = True)
     for j in range(0, len(specs), k):
         group = specs[j:j + k]
         name = group[0][0] if k == 1 else f"agents-{j}-{j + len(group) - 1}"
-        agents.append((create(name, ResearcherActor, group, d, cfg,
-                              secrets("ANTHROPIC_API_KEY")), [g[0] for g in group]))
+        agents.append((create(name, ResearcherActor, group, d, cfg, secrets("ANTHROPIC_API_KEY"),
+                              **placement.agents(cfg)), [g[0] for g in group]))
     return Lab(cfg, campaign_dir, scorer, forum, queue, agents, prepared)
 
 
@@ -138,7 +140,7 @@ def run_baseline(lab: Lab) -> None:
     """The lab's own vanilla trial on every seed: the bar each method is compared with."""
     trials = ray.get(lab.queue.list.remote(agent="baseline"))
     tid = trials[0]["trial_id"] if trials else ray.get(lab.queue.enqueue.remote(
-        "baseline", "vanilla", {}, None, "baseline"))["trial_id"]
+        "baseline", "vanilla", {}, list(lab.cfg.seeds), "baseline"))["trial_id"]
     status = ray.get(lab.queue.status.remote(tid, "baseline", 600))
     if status["status"] == "done":
         ray.get(lab.scorer.submit.remote(tid, "baseline"))
@@ -203,16 +205,22 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
             if stopped is None and (stopped := over_budget(lab)):
                 for actor, _ in lab.agents:  # each agent stops after its current step
                     actor.stop.remote()
+        if stopped is None and time.time() >= deadline:
+            stopped = f"wall-clock budget ({cfg.budget.wall_clock_s:g} s of exploration)"
         ray.get(lab.queue.drain.remote())
         run_controls(lab)
         show.tick(final=True)
-        summary = summarise(lab, time.time() - t0)
-        summary["stopped_by"] = stopped
+        if progress:
+            print("confirmation: pre-registered top configurations on fresh seeds, then the "
+                  "transfer audit", flush=True)
+        end = confirmation.run(lab)
+        summary = {**summarise(lab, time.time() - t0), **end, "stopped_by": stopped}
         (campaign_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         return summary
     finally:
         if started:
             ray.shutdown()
+        checkpoint(campaign_dir)
 
 
 def _interrupt(*_: Any) -> None:
@@ -220,8 +228,13 @@ def _interrupt(*_: Any) -> None:
 
 
 def summarise(lab: Lab, seconds: float) -> dict[str, Any]:
+    """The exploration's board and health: public→private Spearman over the explored
+    configurations, the largest share of trials spent on one method."""
     board = ray.get(lab.scorer.leaderboard.remote("private", 1000))
     trials = ray.get(lab.queue.list.remote(kind="agent"))
+    explored = [c for c in ray.get(lab.scorer.explored.remote())
+                if c["public_delta"] is not None and c["private_delta"] is not None]
+    methods = [t["method"] for t in trials]
     posts = ray.get(lab.forum.all_posts.remote())
     baseline = next((e for e in board if e["agent"] == "baseline"), None)
     best = next((e for e in board if e["agent"] != "baseline"), None)
@@ -237,6 +250,11 @@ def summarise(lab: Lab, seconds: float) -> dict[str, Any]:
         "posts_per_agent": {a["agent"]: sum(p["author"] == a["agent"] for p in posts)
                             for a in agents},
         "diversity": diversity(trials), "agents": agents,
+        "explored_configurations": len(explored),
+        "public_private_spearman": stats.spearman([c["public_delta"] for c in explored],
+                                                  [c["private_delta"] for c in explored]),
+        "max_method_share": max(methods.count(m) for m in set(methods)) / len(methods)
+        if methods else None,
     }
 
 
@@ -255,10 +273,10 @@ class Progress:
         c = ray.get(self.lab.queue.counts.remote("agent"))
         top = ray.get(self.lab.scorer.leaderboard.remote("public", 1))
         budget = self.lab.cfg.exploration_trials()
-        best = f"{top[0]['pgr']:.2f} ({top[0]['agent']}, {top[0]['method']})" if top else "-"
+        best = f"{top[0]['delta']:+.2f} ({top[0]['agent']}, {top[0]['method']})" if top else "-"
         line = (f"[{time.time() - self.t0:6.0f}s] trials {c['done']}/{budget or '?'} done, "
                 f"{c['running']} running, {c['queued']} queued, {c['error']} failed | "
-                f"best public PGR {best}")
+                f"best public ΔPGR {best}")
         if self.tty and not final:
             print("\r" + line[:160].ljust(160), end="", flush=True)
         else:
@@ -266,20 +284,50 @@ class Progress:
 
 
 def format_leaderboard(summary: dict[str, Any], top: int = 10) -> str:
-    """The private leaderboard: PGR ± SE over seeds, its 95% CI, the Holm-adjusted p-value
-    against the lab's vanilla baseline, and integrity flags. A sweep's entries say so in
-    their agent id (sweep-optuna, sweep-random)."""
-    rows = [f"{'#':>2} {'method':<18} {'agent':<12} {'PGR':>7} {'± SE':>6} {'95% CI':>16} "
-            f"{'p(Holm)':>8} seeds  flags / params"]
+    """The exploration's private leaderboard: pooled PGR with its seed x item SE and 95% CI,
+    ΔPGR over vanilla (same seeds and items) with its CI and unadjusted p, integrity flags. A
+    sweep's entries say so in their agent id (sweep-optuna, sweep-random). Exploratory:
+    the verdict comes from the confirmation stage (`format_verdict`)."""
+    rows = [f"{'#':>2} {'method':<18} {'agent':<12} {'PGR':>6} {'± SE':>6} {'95% CI':>14} "
+            f"{'ΔPGR':>7} {'Δ 95% CI':>16} {'p':>6} seeds  flags / params"]
     for i, e in enumerate(summary["leaderboard"][:top], 1):
         se = "" if e["se"] is None else f"{e['se']:.3f}"
         ci = "" if e.get("ci_lo") is None else f"[{e['ci_lo']:.2f}, {e['ci_hi']:.2f}]"
-        p = "" if e.get("p_holm") is None else f"{e['p_holm']:.3f}"
+        d = "" if e.get("delta") is None else f"{e['delta']:+.3f}"
+        dci = "" if e.get("delta_lo") is None else f"[{e['delta_lo']:+.3f}, {e['delta_hi']:+.3f}]"
+        p = "" if e.get("p") is None else f"{e['p']:.3f}"
         flags = [f["kind"] for f in e["flags"] if f.get("ignores_teacher", True)]
-        rows.append(f"{i:>2} {e['method'][:18]:<18} {e['agent']:<12} {e['pgr']:>7.3f} {se:>6} "
-                    f"{ci:>16} {p:>8} {len(e['seeds']):>5}  "
+        rows.append(f"{i:>2} {e['method'][:18]:<18} {e['agent'][:12]:<12} {e['pgr']:>6.3f} "
+                    f"{se:>6} {ci:>14} {d:>7} {dci:>16} {p:>6} {len(e['seeds']):>5}  "
                     f"{' '.join('⚑' + f for f in flags)} {json.dumps(e['params'])}")
     b = summary["baseline"]
     if b:
-        rows.append(f"baseline vanilla: PGR {b['pgr']:.3f} ± {b['se'] or 0:.3f}")
+        rows.append(f"baseline vanilla: PGR {b['pgr']:.3f} ± {b['se'] or 0:.3f} "
+                    f"(seed x item SE, {len(b['seeds'])} seeds)")
+    return "\n".join(rows)
+
+
+def format_verdict(summary: dict[str, Any]) -> str:
+    """What is real: the pre-registered confirmation on fresh seeds, the audit, the health of
+    the exploration, and the verdict sentence."""
+    rows = ["confirmation (pre-registered; fresh seeds; private split; Holm over "
+            f"{len(summary['candidates'])}):"]
+    for c in summary["candidates"]:
+        d = "n/a" if c["delta"] is None else (
+            f"ΔPGR {c['delta']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] "
+            f"p(Holm) {c['p_holm']:.3g}")
+        pgr = "n/a" if c["pgr"] is None else f"{c['pgr']:.3f}"
+        rows.append(f"  {c['name']} {c['method'][:24]:<24} PGR {pgr}  {d}  "
+                    f"{'CONFIRMED' if c['confirmed'] else 'not confirmed'}  "
+                    f"(public ΔPGR {c['public_delta']:+.3f}) {json.dumps(c['params'])}")
+    for c in summary["confirmed"]:
+        audit = ", ".join(f"{k}: {v['verdict']}" + (" (loses to vanilla)" if v["loses"] else "")
+                          for k, v in c["audit"].items()) or "no audit settings"
+        rows.append(f"  audit of {c['method']}: {audit} -> "
+                    f"{'WINNER' if c['winner'] else 'not a winner'}")
+    share, rho = (("n/a" if x is None else f"{x:.2f}") for x in (
+        summary["max_method_share"], summary["public_private_spearman"]))
+    rows.append(f"exploration: {summary['explored_configurations']} configurations; "
+                f"public→private Spearman {rho}; largest share of trials on one method {share}")
+    rows.append("verdict: " + summary["verdict"])
     return "\n".join(rows)

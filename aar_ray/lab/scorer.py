@@ -1,7 +1,9 @@
 """ScorerActor: the only process that loads ground truth. It turns a trial's test predictions
-into accuracies and PGR, keeps the leaderboard from its own numbers only, and tells agents as
-little as it can: a rounded public-split PGR, and only when it beats the agent's best by a
-margin (the Ladder, Blum & Hardt 2015). The private split decides the final leaderboard.
+into PGR and ΔPGR over the lab's vanilla baseline (same seeds, same items), keeps the
+leaderboard from its own numbers only, and tells agents as little as it can: a rounded
+public-split ΔPGR with its CI, only when it beats the agent's best by a margin (the Ladder,
+Blum & Hardt 2015), plus one bit on whether a configuration replicated. The private split
+decides the leaderboard and the confirmation stage.
 """
 from __future__ import annotations
 
@@ -15,14 +17,14 @@ import numpy as np
 
 from aar_ray.config import CampaignConfig
 from aar_ray.errors import Refusal
+from aar_ray.lab import integrity
 from aar_ray.lab.store import Store, dumps
+from aar_ray.lab.truth import GroundTruth, Preds
 from aar_ray.observe import metrics
-from aar_ray.results.leaderboard import annotate_leaderboard
-from aar_ray.w2s import pgr
-from aar_ray.w2s.trial import Setting, StudentInputs, ceiling, student_inputs, teacher
+from aar_ray.w2s.trial import StudentInputs
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS trials (
+CREATE TABLE IF NOT EXISTS recorded (
   trial_id TEXT PRIMARY KEY, agent TEXT, method TEXT, params TEXT, seeds TEXT,
   provenance TEXT, preds BLOB, recorded_at REAL);
 CREATE TABLE IF NOT EXISTS submissions (
@@ -32,21 +34,27 @@ CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL, agent TEXT, trial_id TEXT, kind TEXT,
   detail TEXT);
 """
+BASELINE = "baseline"  # the lab's own agent id: its vanilla runs are everyone's baseline
 
 
 class ScoreError(Refusal):
     """A submission the scorer refuses; the message is safe to show the agent."""
 
 
-def _pack(preds: dict[int, np.ndarray]) -> bytes:
+def pack(preds: Preds) -> bytes:
     buf = io.BytesIO()
     np.savez_compressed(buf, **{str(k): v for k, v in preds.items()})
     return buf.getvalue()
 
 
-def _unpack(blob: bytes) -> dict[int, np.ndarray]:
+def unpack(blob: bytes) -> Preds:
     with np.load(io.BytesIO(blob)) as z:
         return {int(k): z[k] for k in z.files}
+
+
+def config_key(method: str, params: dict[str, Any]) -> str:
+    """One configuration: a method and its parameters, canonically."""
+    return dumps([method, params])
 
 
 class Scorer:
@@ -54,95 +62,67 @@ class Scorer:
 
     def __init__(self, campaign_dir: str, cfg: CampaignConfig) -> None:
         self.cfg = cfg
-        self.setting = Setting.load(cfg.setting, Path(cfg.cache_dir) if cfg.cache_dir else None)
+        self.truth = GroundTruth(cfg)
         self.store = Store(Path(campaign_dir) / "scorer.sqlite", SCHEMA)
-        n_test = self.setting.test_size
-        # fixed public/private partition of the test split; agents never learn which is which
-        perm = np.random.default_rng(int(self.setting.key("split")[:8], 16)).permutation(n_test)
-        cut = int(round(cfg.scoring.public_fraction * n_test))
-        self.items = {"public": np.sort(perm[:cut]), "private": np.sort(perm[cut:])}
-        self._truth: dict[int, dict[str, np.ndarray]] = {}
-        self._annotated: tuple[str, dict[str, dict]] = ("", {})
+        self._vanilla: Preds = {}  # seed -> the baseline's predictions, shared by everyone
+        for r in self.store.rows("SELECT preds FROM recorded WHERE agent=? AND method='vanilla' "
+                                 "ORDER BY recorded_at", (BASELINE,)):
+            self._vanilla = {**unpack(r["preds"]), **self._vanilla}
 
     # ---- set-up ------------------------------------------------------------------------------
 
-    def prepare(self) -> dict[str, Any]:
-        """Teacher and ceiling for every campaign seed (cached on disk after the first time)."""
+    def prepare(self, seeds: list[int] | None = None) -> dict[str, Any]:
+        """Teacher and ceiling for `seeds` (default: the campaign's; cached on disk)."""
         t0 = time.time()
-        for seed in self.cfg.seeds:
-            self._seed_truth(seed)
-        weak = [self._acc(s, self._truth[s]["weak"], "private") for s in self.cfg.seeds]
-        ceil = [self._acc(s, self._truth[s]["ceiling"], "private") for s in self.cfg.seeds]
-        return {"seconds": time.time() - t0, "weak_acc": float(np.mean(weak)),
-                "ceiling_acc": float(np.mean(ceil))}
-
-    def _seed_truth(self, seed: int) -> dict[str, np.ndarray]:
-        if seed not in self._truth:
-            s = self.setting
-            self._truth[seed] = {
-                "labels": s.data.labels[s.splits(seed).test],
-                "weak": teacher(s, seed)["test"],
-                "ceiling": ceiling(s, seed, self.cfg.student, self.cfg.finetune),
-            }
-        return self._truth[seed]
+        seeds = list(seeds or self.cfg.seeds)
+        for seed in seeds:
+            self.truth.seed(seed)
+        return {"seconds": time.time() - t0, **self.truth.accuracies(seeds, "private")}
 
     def student_inputs(self, seed: int, shuffle: int | None = None) -> StudentInputs:
-        """What trial workers get for `seed`: no labels. `shuffle=r` permutes the teacher's
-        labels across examples with permutation r (the teacher-use control)."""
-        weak = None
-        if shuffle is not None:
-            weak = teacher(self.setting, seed)["train"]
-            weak = weak[np.random.default_rng([10_000, seed, shuffle]).permutation(len(weak))]
-        return student_inputs(self.setting, seed, self.cfg.student.mode, weak=weak)
+        return self.truth.inputs(seed, shuffle)
 
     # ---- recording and scoring ---------------------------------------------------------------
 
     def record(self, trial_id: str, agent: str, method: str, params: dict, seeds: list[int],
-               provenance: dict, preds: dict[int, np.ndarray]) -> None:
+               provenance: dict, preds: Preds) -> None:
         """Predictions arrive from the trial runner, never from an agent."""
         for seed, p in preds.items():
-            n = len(self._seed_truth(seed)["labels"])
-            if np.asarray(p).shape != (n, self.setting.n_classes):
-                raise ScoreError(f"trial {trial_id}: predictions for seed {seed} have shape "
-                                 f"{np.asarray(p).shape}")
+            if (bad := self.truth.check_shape(seed, p)) is not None:
+                raise ScoreError(f"trial {trial_id}: {bad}")
         self.store.execute(
-            "INSERT OR REPLACE INTO trials VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO recorded VALUES (?,?,?,?,?,?,?,?)",
             (trial_id, agent, method, dumps(params), dumps(seeds), dumps(provenance),
-             _pack(preds), time.time()))
+             pack(preds), time.time()))
+        if agent == BASELINE and method == "vanilla":
+            self._vanilla = {**preds, **self._vanilla}
 
-    def _acc(self, seed: int, probs: np.ndarray, part: str) -> float:
-        t = self._seed_truth(seed)
-        items = self.items[part]
-        return pgr.accuracy(probs[items], t["labels"][items])
+    def predictions(self, trial_id: str) -> Preds | None:
+        row = self.store.one("SELECT preds FROM recorded WHERE trial_id=?", (trial_id,))
+        return None if row is None else unpack(row["preds"])
 
-    def score(self, preds: dict[int, np.ndarray], part: str) -> dict[str, Any]:
-        """Per-seed weak / ceiling / transfer accuracy and PGR on one part of the test split."""
-        per_seed = []
-        for seed, probs in sorted(preds.items()):
-            t = self._seed_truth(seed)
-            weak, ceil = self._acc(seed, t["weak"], part), self._acc(seed, t["ceiling"], part)
-            transfer = self._acc(seed, probs, part)
-            per_seed.append({"seed": seed, "weak_acc": weak, "ceiling_acc": ceil,
-                             "transfer_acc": transfer, "pgr": pgr.pgr(transfer, weak, ceil)})
-        mean, se = pgr.mean_se([r["pgr"] for r in per_seed])
-        return {"pgr": mean, "se": se, "per_seed": per_seed}
+    def score(self, preds: Preds, part: str) -> dict[str, Any]:
+        """PGR (pooled, with CI) and ΔPGR over vanilla on one part of the test split."""
+        out = self.truth.estimate(preds, part)
+        base = {s: self._vanilla[s] for s in preds if s in self._vanilla}
+        out["vs_vanilla"] = self.truth.compare(preds, base, part) if base else None
+        return out
 
     def submit(self, trial_id: str, agent: str) -> dict[str, Any]:
         """Score a finished trial of `agent` and return coarse feedback (see module doc)."""
-        row = self.store.one("SELECT agent, preds FROM trials WHERE trial_id=?", (trial_id,))
+        row = self.store.one("SELECT agent, method, params, preds FROM recorded "
+                             "WHERE trial_id=?", (trial_id,))
         if row is None:
             raise ScoreError(f"no finished trial {trial_id!r}: run it and wait until "
                              "trial_status says done")
         if row["agent"] != agent:
             raise ScoreError(f"trial {trial_id!r} belongs to another agent")
-        done = self.store.one("SELECT shown, message FROM submissions WHERE trial_id=?",
-                              (trial_id,))
-        if done is not None:  # resubmitting costs nothing and reveals nothing new
-            return self._feedback(trial_id, done["shown"], done["message"], agent)
+        if self.store.one("SELECT 1 AS x FROM submissions WHERE trial_id=?", (trial_id,)):
+            return self.feedback(trial_id)  # resubmitting costs nothing, reveals nothing new
         used = self.store.one("SELECT COUNT(*) AS n FROM submissions WHERE agent=?", (agent,))
         if used["n"] >= (limit := self.cfg.submission_budget(agent)):
             raise ScoreError(f"scoring budget used up ({limit} submissions per agent)")
-        preds = _unpack(row["preds"])
+        preds = unpack(row["preds"])
         public, private = self.score(preds, "public"), self.score(preds, "private")
         twin = self._near_duplicate(agent, trial_id, preds)
         flags = []
@@ -151,44 +131,107 @@ class Scorer:
             flags.append({"kind": "near_duplicate", "of": twin})
             self.record_event(agent, trial_id, "near_duplicate", f"differs little from {twin}")
         else:
-            shown, message = self._ladder(public["pgr"], self._best_shown(agent))
+            delta = (public["vs_vanilla"] or {}).get("delta")
+            shown, message = self._ladder(delta, self._best_shown(agent))
+        for flag in integrity.score_flags(public, private, self.truth, preds):  # PGR > 1, ...
+            flags.append(flag)
+            self.record_event(agent, trial_id, flag["kind"], flag["detail"])
         self.store.execute(
             "INSERT INTO submissions (trial_id, agent, submitted_at, public, private, shown,"
             " message, flags) VALUES (?,?,?,?,?,?,?,?)",
             (trial_id, agent, time.time(), dumps(public), dumps(private), shown, message,
              dumps(flags)))
         metrics.submission_scored(agent, self._best_shown(agent))
-        return self._feedback(trial_id, shown, message, agent)
+        return self.feedback(trial_id)
 
-    def _near_duplicate(self, agent: str, trial_id: str,
-                        preds: dict[int, np.ndarray]) -> str | None:
+    def _ladder(self, delta: float | None, best: float | None) -> tuple[float | None, str]:
+        """Reveal a new (rounded) ΔPGR only when it beats the best shown by the margin, so
+        adaptive resubmissions learn at most about one bit per improvement step."""
+        sc = self.cfg.scoring
+        if delta is None:
+            return None, "ΔPGR undefined (no vanilla run on these seeds, or no teacher-ceiling gap)"
+        if best is None or delta >= best + sc.ladder_margin:
+            return round(delta, sc.feedback_decimals), "new best"
+        return None, f"not better than your best ΔPGR ({best}) by the margin {sc.ladder_margin}"
+
+    def _best_shown(self, agent: str) -> float | None:
+        row = self.store.one("SELECT MAX(shown) AS b FROM submissions WHERE agent=?", (agent,))
+        return row["b"] if row else None
+
+    def feedback(self, trial_id: str) -> dict[str, Any]:
+        """What the agent learns of a submission. With the Ladder's consent: the public ΔPGR
+        over vanilla (paired on seeds and items), its 95% CI and the public PGR, rounded;
+        always: whether the configuration replicated on other seeds (None: not re-run yet)."""
+        row = self.store.one("SELECT s.agent, s.shown, s.message, s.public, r.method, r.params "
+                             "FROM submissions s JOIN recorded r USING (trial_id) "
+                             "WHERE trial_id=?", (trial_id,))
+        d = self.cfg.scoring.feedback_decimals
+        public = json.loads(row["public"])
+        vs = public["vs_vanilla"] or {}
+        shown = row["shown"] is not None
+        return {"trial_id": trial_id,
+                "public_delta": row["shown"],
+                "public_delta_ci": [round(vs["lo"], d), round(vs["hi"], d)]
+                if shown and vs.get("lo") is not None else None,
+                "public_pgr": round(public["pgr"], d) if shown and public["pgr"] is not None
+                else None,
+                "replicated": self.replicated(row["method"], json.loads(row["params"])),
+                "your_best": self._best_shown(row["agent"]), "message": row["message"]}
+
+    def replicated(self, method: str, params: dict[str, Any]) -> bool | None:
+        """Whether a configuration submitted on two or more disjoint seed sets shows a public
+        ΔPGR whose 95% CI, pooled over all its seeds, lies above 0. None until re-run."""
+        preds = self.config_predictions(method, params)
+        if len(preds) < 2 or len(self._runs(method, params)) < 2:
+            return None
+        cmp = self.truth.compare(preds, self._vanilla, "public")
+        return bool(cmp and cmp["lo"] is not None and cmp["lo"] > 0)
+
+    def _runs(self, method: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Submitted trials of one configuration (not the baseline's), oldest first."""
+        rows = self.store.rows(
+            "SELECT r.trial_id, r.params, r.preds FROM submissions s JOIN recorded r "
+            "USING (trial_id) WHERE r.method=? AND s.agent != ? ORDER BY s.submitted_at",
+            (method, BASELINE))
+        return [r for r in rows if json.loads(r["params"]) == params]
+
+    def config_predictions(self, method: str, params: dict[str, Any]) -> Preds:
+        """Every submitted seed of a configuration, whoever ran it (first run of a seed wins)."""
+        out: Preds = {}
+        for r in self._runs(method, params):
+            out = {**unpack(r["preds"]), **out}
+        return out
+
+    def _near_duplicate(self, agent: str, trial_id: str, preds: Preds) -> str | None:
         """An earlier submission of the agent whose public-split answers differ from these in
         fewer than 1% of items (at least 3) for every seed."""
-        items = self.items["public"]
-        limit = max(3, int(0.01 * len(items)))
-        rows = self.store.rows("SELECT s.trial_id, t.preds FROM submissions s JOIN trials t "
+        rows = self.store.rows("SELECT s.trial_id, r.preds FROM submissions s JOIN recorded r "
                                "USING (trial_id) WHERE s.agent=? AND s.trial_id != ?",
                                (agent, trial_id))
         for r in rows:
-            other = _unpack(r["preds"])
+            other = unpack(r["preds"])
             common = set(other) & set(preds)
-            if common and all(
-                    (other[s][items].argmax(1) != preds[s][items].argmax(1)).sum() < limit
-                    for s in common):
+            if common and all(self._differ(s, other[s], preds[s]) for s in common):
                 return r["trial_id"]
         return None
+
+    def _differ(self, seed: int, a: np.ndarray, b: np.ndarray) -> bool:
+        items = self.truth.seed(seed).parts["public"]
+        limit = max(3, int(0.01 * len(items)))
+        return int((a[items].argmax(1) != b[items].argmax(1)).sum()) < limit
 
     def record_control(self, trial_id: str, seeds: list[int], preds: list[np.ndarray]) -> dict:
         """Score the teacher-use control of a submitted trial and flag the submission when
         PGR barely drops with the teacher's labels shuffled: the method does not use the
-        teacher (e.g. the majority-answer hack)."""
+        teacher (e.g. the majority-answer hack). Two shuffles per seed are averaged."""
         row = self.store.one("SELECT agent, private, flags FROM submissions WHERE trial_id=?",
                              (trial_id,))
         if row is None:
             raise ScoreError(f"trial {trial_id!r} was never submitted")
-        pgrs = [self.score({s: p}, "private")["pgr"] for s, p in zip(seeds, preds, strict=True)]
-        control = float(np.mean([p for p in pgrs if p is not None])) if any(
-            p is not None for p in pgrs) else None
+        pgrs = [self.truth.estimate({s: p}, "private")["pgr"]
+                for s, p in zip(seeds, preds, strict=True)]
+        known = [p for p in pgrs if p is not None]
+        control = float(np.mean(known)) if known else None
         real = json.loads(row["private"])["pgr"]
         flags = [f for f in json.loads(row["flags"]) if f["kind"] != "teacher_use"]
         drop = None if real is None or control is None else real - control
@@ -203,34 +246,16 @@ class Scorer:
                               f"PGR {real:.3f} vs {control:.3f} with shuffled teacher labels")
         return flags[-1]
 
-    def _best_shown(self, agent: str) -> float | None:
-        row = self.store.one("SELECT MAX(shown) AS b FROM submissions WHERE agent=?", (agent,))
-        return row["b"] if row else None
-
-    def _ladder(self, public_pgr: float | None, best: float | None) -> tuple[float | None, str]:
-        """Reveal a new (rounded) score only when it beats the best shown by the margin, so
-        adaptive resubmissions learn at most one bit-ish per improvement step."""
-        sc = self.cfg.scoring
-        if public_pgr is None:
-            return None, "PGR undefined for this setting (no gap between teacher and ceiling)"
-        rounded = round(public_pgr, sc.feedback_decimals)
-        if best is None or public_pgr >= best + sc.ladder_margin:
-            return rounded, "new best"
-        return None, f"not better than your best ({best}) by the margin {sc.ladder_margin}"
-
-    def _feedback(self, trial_id: str, shown: float | None, message: str,
-                  agent: str) -> dict[str, Any]:
-        return {"trial_id": trial_id, "public_pgr": shown, "your_best": self._best_shown(agent),
-                "message": message}
-
     # ---- reading -----------------------------------------------------------------------------
 
     def leaderboard(self, part: str = "public", limit: int = 20) -> list[dict[str, Any]]:
-        """Ranked submissions, every number computed here. The public view shows only scores
-        the Ladder revealed (rounded), so reading it teaches no more than `submit` did."""
+        """Ranked submissions, every number computed here. The public view shows only what
+        the Ladder revealed, so reading it teaches no more than `submit` did. The private view
+        ranks by pooled PGR and gives its seed x item SE and CI and ΔPGR over vanilla with CI
+        and an unadjusted p: exploration's numbers; the confirmation stage decides."""
         rows = self.store.rows(
-            "SELECT s.trial_id, s.agent, s.private, s.shown, s.flags, t.method, t.params, "
-            "t.seeds FROM submissions s JOIN trials t USING (trial_id)")
+            "SELECT s.trial_id, s.agent, s.private, s.shown, s.flags, r.method, r.params, "
+            "r.seeds FROM submissions s JOIN recorded r USING (trial_id)")
         out = []
         for r in rows:
             entry = {"trial_id": r["trial_id"], "agent": r["agent"], "method": r["method"],
@@ -239,31 +264,31 @@ class Scorer:
             if part == "public":
                 if r["shown"] is None:
                     continue
-                entry["pgr"] = r["shown"]
+                entry["delta"] = r["shown"]
             else:
                 sc = json.loads(r["private"])
                 if sc["pgr"] is None:
                     continue
-                entry.update(pgr=sc["pgr"], se=sc["se"], per_seed=sc["per_seed"])
+                vs = sc["vs_vanilla"] or {}
+                entry.update(pgr=sc["pgr"], se=sc["se"], ci_lo=sc["ci_lo"], ci_hi=sc["ci_hi"],
+                             per_seed=sc["per_seed"], delta=vs.get("delta"),
+                             delta_lo=vs.get("lo"), delta_hi=vs.get("hi"), p=vs.get("p"))
             out.append(entry)
-        if part == "private":  # CIs, paired tests against the baseline, Holm over the board
-            key = json.dumps([[e["trial_id"], e["flags"]] for e in out])
-            if self._annotated[0] != key:  # bootstraps are slow: redo only after a change
-                self._annotated = (key, {e["trial_id"]: e for e in
-                                         annotate_leaderboard(self, out)})
-            out = [{**e, **self._annotated[1][e["trial_id"]]} for e in out]
-        out.sort(key=lambda e: -e["pgr"])
+        key = "delta" if part == "public" else "pgr"
+        out.sort(key=lambda e: (-e[key] if e[key] is not None else np.inf, e["trial_id"]))
         return out[:limit]
 
     def trial_scores(self, trial_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """The forum's view of cited trials: method, params and the score the Ladder showed."""
+        """The forum's view of cited trials: what their authors were shown, nothing more."""
         out = {}
         for tid in trial_ids:
-            r = self.store.one("SELECT s.shown, t.method, t.params, t.agent FROM submissions s "
-                               "JOIN trials t USING (trial_id) WHERE trial_id=?", (tid,))
+            r = self.store.one("SELECT r.agent, r.method, r.params FROM submissions s "
+                               "JOIN recorded r USING (trial_id) WHERE trial_id=?", (tid,))
             if r is not None:
+                fb = self.feedback(tid)
                 out[tid] = {"method": r["method"], "params": json.loads(r["params"]),
-                            "agent": r["agent"], "public_pgr": r["shown"]}
+                            "agent": r["agent"], **{k: fb[k] for k in (
+                                "public_delta", "public_delta_ci", "public_pgr", "replicated")}}
         return out
 
     def trial_scores_private(self, trial_id: str) -> dict[str, Any]:
@@ -272,28 +297,65 @@ class Scorer:
         preds = self.predictions(trial_id)
         return self.score(preds, "private") if preds else {}
 
-    def predictions(self, trial_id: str) -> dict[int, np.ndarray] | None:
-        row = self.store.one("SELECT preds FROM trials WHERE trial_id=?", (trial_id,))
-        return None if row is None else _unpack(row["preds"])
+    def explored(self) -> list[dict[str, Any]]:
+        """Every configuration the exploration submitted (not the baseline), pooled over its
+        seeds: public and private ΔPGR over vanilla, the trials behind it and their flags. The
+        confirmation stage picks from this; `public_private_spearman` is computed on it."""
+        configs: dict[str, dict[str, Any]] = {}
+        for r in self.store.rows("SELECT s.trial_id, s.agent, s.flags, r.method, r.params "
+                                 "FROM submissions s JOIN recorded r USING (trial_id) "
+                                 "WHERE s.agent != ? ORDER BY s.submitted_at", (BASELINE,)):
+            params = json.loads(r["params"])
+            c = configs.setdefault(config_key(r["method"], params), {
+                "method": r["method"], "params": params, "trials": [], "agents": [],
+                "flags": []})
+            c["trials"].append(r["trial_id"])
+            c["agents"] = sorted({*c["agents"], r["agent"]})
+            c["flags"] += [f["kind"] for f in json.loads(r["flags"])
+                           if f.get("ignores_teacher", True)]
+        for c in configs.values():
+            preds = self.config_predictions(c["method"], c["params"])
+            for part in ("public", "private"):
+                cmp = self.truth.compare(preds, self._vanilla, part) or {}
+                c[f"{part}_delta"] = cmp.get("delta")
+        return list(configs.values())
+
+    def confirm(self, runs: dict[str, str], vanilla_trial: str) -> dict[str, dict[str, Any]]:
+        """Private-split ΔPGR over vanilla of each pre-registered configuration's confirmation
+        trial (`runs`: name -> trial id), against the vanilla trial run on the same fresh
+        seeds; and each one's PGR. Holm's correction is the caller's (over these only)."""
+        base = self.predictions(vanilla_trial)
+        if base is None:
+            raise ScoreError(f"no recorded vanilla trial {vanilla_trial!r}")
+        out = {}
+        for name, tid in runs.items():
+            preds = self.predictions(tid)
+            if preds is None:
+                raise ScoreError(f"no recorded confirmation trial {tid!r}")
+            out[name] = {"trial_id": tid, "estimate": self.truth.estimate(preds, "private"),
+                         "vs_vanilla": self.truth.compare(preds, base, "private")}
+        out["vanilla"] = {"trial_id": vanilla_trial,
+                          "estimate": self.truth.estimate(base, "private")}
+        return out
 
     def label_recovery(self, seed: int, guesses: dict[int, int]) -> dict[str, Any]:
         """Red-team harness only (never a tool): how well an attacker's guessed labels for
-        test items match the truth, on the probed items and on each part of the split (items
-        not guessed count as a coin flip's expectation, 0.5)."""
-        labels = self._seed_truth(seed)["labels"]
-        guess = np.full(len(labels), np.nan)
+        test items match the truth, on the probed items and on each part of the seed's split
+        (items not guessed count as a coin flip's expectation, 0.5)."""
+        t = self.truth.seed(seed)
+        guess = np.full(len(t.labels), np.nan)
         for i, g in guesses.items():
             guess[int(i)] = g
 
         def acc(items: np.ndarray) -> float:
-            hit = np.where(np.isnan(guess[items]), 0.5, guess[items] == labels[items])
+            hit = np.where(np.isnan(guess[items]), 0.5, guess[items] == t.labels[items])
             return float(hit.mean())
 
         probed = np.array(sorted(int(i) for i in guesses), dtype=int)
         flagged = self.store.one("SELECT COUNT(*) AS n FROM events WHERE kind='near_duplicate'")
-        return {"public_acc": acc(self.items["public"]), "private_acc": acc(self.items["private"]),
+        return {"public_acc": acc(t.parts["public"]), "private_acc": acc(t.parts["private"]),
                 "probed_acc": acc(probed) if len(probed) else 0.5,
-                "n_public": len(self.items["public"]), "flagged": flagged["n"]}
+                "n_public": len(t.parts["public"]), "flagged": flagged["n"]}
 
     def record_event(self, agent: str, trial_id: str, kind: str, detail: str) -> None:
         self.store.execute("INSERT INTO events (at, agent, trial_id, kind, detail) "

@@ -12,6 +12,7 @@ classified (docs/testing.md, "Error taxonomy"):
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -113,6 +114,7 @@ class LabToolbox:
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.campaign_dir = self.workspace.parent.parent  # workspaces: <campaign>/agents/<id>
         self.calls = 0
+        self.step: int | None = None  # the agent's saved step counter, set by its Researcher
         self._catalog: dict[str, dict[str, Any]] | None = None
 
     def schemas(self) -> list[dict[str, Any]]:
@@ -181,14 +183,18 @@ class LabToolbox:
     def post(self, title: str, body: str, kind: str, tags: list[str] | None = None,
              cites: list[str] | None = None) -> Any:
         return call(self.forum, "post", self.agent_id, title, body, kind, tags, cites,
-                    None, self._request_id())
+                    None, self._request_id("post", title, body, kind, tags, cites))
 
     def reply(self, post_id: int, body: str) -> Any:
-        return call(self.forum, "reply", self.agent_id, post_id, body, self._request_id())
+        return call(self.forum, "reply", self.agent_id, post_id, body,
+                    self._request_id("reply", post_id, body))
 
-    def _request_id(self) -> str:
-        # stable across a retried call after an actor restart: the forum drops the duplicate
-        return f"{self.agent_id}:{self.calls}:{int(time.time() // 60)}"
+    def _request_id(self, *request: Any) -> str:
+        """The same for the same request in the same step: an agent restarted from its saved
+        state replays its unfinished step, and the forum and the queue drop the repeats."""
+        when = f"s{self.step}" if self.step is not None else f"c{self.calls}"
+        digest = hashlib.sha1(json.dumps(request, default=str).encode()).hexdigest()[:16]
+        return f"{self.agent_id}:{when}:{digest}"
 
     def catalog(self) -> dict[str, dict[str, Any]]:
         if self._catalog is None:
@@ -222,7 +228,8 @@ class LabToolbox:
 
     def run_trial(self, method: str, params: dict[str, Any] | None = None,
                   seeds: list[int] | None = None) -> Any:
-        out = call(self.queue, "enqueue", self.agent_id, method, params or {}, seeds)
+        out = call(self.queue, "enqueue", self.agent_id, method, params or {}, seeds,
+                   request_id=self._request_id("run_trial", method, params, seeds))
         with open(self.workspace / "trials.jsonl", "a") as f:
             f.write(json.dumps({"at": time.time(), "method": method, "params": params or {},
                                 **out}) + "\n")
@@ -297,7 +304,9 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
          _obj({"name": {"type": "string", "maxLength": 64}}, ("name",)),
          LabToolbox.describe_method),
     Tool("run_trial", "Queue a trial: train the student with a method on the weak labels, for "
-         "the given seeds (default: all campaign seeds). Returns a trial id.",
+         "the given seeds (default: the first few campaign seeds; the reply lists every "
+         "seed you may use). Re-run a promising configuration on seeds its first trial did "
+         "not use before building on it: single runs are noisy. Returns a trial id.",
          _obj({"method": {"type": "string", "maxLength": 64},
                "params": {"type": "object"},
                "seeds": {"type": "array", "items": {"type": "integer"}, "maxItems": 20}},
@@ -309,11 +318,15 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
                                                "maximum": 600}}, ("trial_id",)),
          LabToolbox.trial_status),
     Tool("submit", "Ask the scorer to score one of your finished trials. Feedback is coarse: "
-         "a rounded PGR on a public part of the test set, shown only when it beats your "
-         "best by a margin. Each agent has a limited number of submissions.",
+         "the rounded ΔPGR over the lab's vanilla baseline (same seeds, same test items) "
+         "with its 95% CI and the rounded PGR, on a public part of the test set, shown only "
+         "when ΔPGR beats your best by a margin; and `replicated`: whether the configuration, "
+         "run on two or more seed sets by anyone, has a pooled ΔPGR whose CI is above 0 (None "
+         "until re-run). Each agent has a limited number of submissions.",
          _obj({"trial_id": TRIAL_ID}, ("trial_id",)),
          LabToolbox.submit),
-    Tool("leaderboard", "The scorer's public leaderboard (rounded PGR).",
+    Tool("leaderboard", "The scorer's public leaderboard (rounded ΔPGR over vanilla, as "
+         "shown to each submitter).",
          _obj({"limit": {"type": "integer", "minimum": 1, "maximum": 50}}),
          LabToolbox.leaderboard),
     Tool("read_notebook", "Read your private notebook.", _obj({}), LabToolbox.read_notebook),

@@ -23,7 +23,7 @@ import ray
 
 from aar_ray.config import CampaignConfig, ConfigError
 from aar_ray.errors import Refusal
-from aar_ray.lab import integrity
+from aar_ray.lab import integrity, placement
 from aar_ray.lab.store import Store, dumps
 from aar_ray.observe import metrics, tracking
 from aar_ray.sandbox import custom_methods
@@ -33,8 +33,12 @@ CREATE TABLE IF NOT EXISTS trials (
   trial_id TEXT PRIMARY KEY, seq INTEGER, agent TEXT, kind TEXT, method TEXT, params TEXT,
   seeds TEXT, status TEXT, error TEXT, created REAL, started REAL, finished REAL,
   provenance TEXT, parent TEXT);
+CREATE TABLE IF NOT EXISTS requests (request_id TEXT PRIMARY KEY, trial_id TEXT);
 """
 ACTIVE = ("queued", "running")
+# the trial's worker or node died under it (not the trial's own failure): worth a rerun
+LOST = (ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError,
+        ray.exceptions.ObjectLostError, ray.exceptions.LocalRayletDiedError)
 
 
 class TrialError(Refusal):
@@ -55,7 +59,10 @@ def package_versions() -> dict[str, str | None]:
 
 def provenance(cfg: CampaignConfig, method: str, source_path: Path | None = None
                ) -> dict[str, Any]:
-    """Everything needed to rerun a trial exactly: code hash, setting, student, versions."""
+    """Everything needed to rerun a trial exactly: code hash, setting and the hub commits of its
+    data and models, teacher and student recipes, versions."""
+    from aar_ray.w2s.trial import revisions
+
     if source_path is not None:  # the source itself: the trial (and its control) run this text
         source = source_path.read_text()
         code = {"code_hash": custom_methods.code_hash(source),
@@ -64,9 +71,13 @@ def provenance(cfg: CampaignConfig, method: str, source_path: Path | None = None
         from aar_ray.w2s.methods import code_hash  # imports torch: not at module level
 
         code = {"code_hash": code_hash(method)}
+    finetune = "finetune" in (cfg.setting.teacher, cfg.student.mode)
     return {**code, "task": cfg.setting.task,
             "weak": cfg.setting.weak, "strong": cfg.setting.strong,
-            "student": cfg.student.__dict__, "versions": dict(package_versions())}
+            "revisions": revisions(cfg.setting), "teacher": cfg.setting.teacher,
+            "student": cfg.student.__dict__,
+            "finetune": cfg.finetune.recipe() if finetune else None,
+            "versions": dict(package_versions())}
 
 
 @ray.remote
@@ -93,6 +104,7 @@ class TrialQueue:
         self.wake = asyncio.Event()
         self.tracking: set[asyncio.Task] = set()  # W&B logging still in flight
         self.done_event: dict[str, asyncio.Event] = {}
+        self.reruns: dict[str, int] = defaultdict(int)  # per trial, after a lost worker/node
         for r in self.store.rows("SELECT trial_id, agent FROM trials WHERE status IN "
                                  "('queued','running') ORDER BY seq"):
             self.pending[r["agent"]].append(r["trial_id"])  # unfinished work from before
@@ -114,10 +126,18 @@ class TrialQueue:
 
     async def enqueue(self, agent: str, method: str, params: dict | None = None,
                       seeds: list[int] | None = None, kind: str = "agent",
-                      parent: str | None = None) -> dict[str, Any]:
+                      parent: str | None = None,
+                      request_id: str | None = None) -> dict[str, Any]:
+        """Queue a trial; a repeated `request_id` (an agent replaying its step after a
+        restart) gets the trial queued the first time."""
         from aar_ray.w2s.methods import make_method
 
         self._ensure_loop()
+        if request_id and (old := self.store.one(
+                "SELECT t.trial_id, t.status, t.seeds FROM requests r JOIN trials t "
+                "USING (trial_id) WHERE r.request_id=?", (request_id,))):
+            return {"trial_id": old["trial_id"], "status": old["status"],
+                    "seeds": json.loads(old["seeds"])}
         params = dict(params or {})
         custom, source_path = custom_methods.parse_id(method), None
         if custom:  # validated inside the sandbox: its code must not run here
@@ -126,13 +146,21 @@ class TrialQueue:
                 raise TrialError(f"no method {method!r} of yours; write it with write_method")
         else:
             try:
-                make_method(method, params)
+                make_method(method, params, self.cfg.student.mode)
             except ConfigError as e:
                 raise TrialError(str(e)) from None
-        seeds = list(self.cfg.seeds) if not seeds else list(seeds)
-        bad = [s for s in seeds if s not in self.cfg.seeds]
-        if bad or len(set(seeds)) != len(seeds):
-            raise TrialError(f"seeds must be distinct values from {self.cfg.seeds}; got {seeds}")
+        if kind == "confirm":  # the lab's own re-runs, on seeds exploration never saw
+            if parent and (old := self.store.one(
+                    "SELECT trial_id, seeds FROM trials WHERE kind='confirm' AND parent=?",
+                    (parent,))):
+                return {"trial_id": old["trial_id"], "status": "queued",
+                        "seeds": json.loads(old["seeds"])}  # a resumed campaign asks again
+            allowed = self.cfg.confirm.seeds
+        else:
+            allowed = self.cfg.seeds
+        seeds = list(seeds) if seeds else self.cfg.default_trial_seeds()
+        if len(set(seeds)) != len(seeds) or any(s not in allowed for s in seeds):
+            raise TrialError(f"seeds must be distinct values from {allowed}; got {seeds}")
         limit = self.cfg.trial_budget(agent)
         if kind == "agent" and limit:
             used = self.store.one("SELECT COUNT(*) AS n FROM trials WHERE agent=? AND "
@@ -150,10 +178,13 @@ class TrialQueue:
             " created, provenance, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (trial_id, seq, agent, kind, method, dumps(params), dumps(seeds), "queued",
              time.time(), dumps(prov), parent))
+        if request_id:
+            self.store.execute("INSERT INTO requests VALUES (?,?)", (request_id, trial_id))
         self.pending[agent].append(trial_id)
         metrics.queue_length(sum(len(q) for q in self.pending.values()))
         self.wake.set()
-        return {"trial_id": trial_id, "status": "queued", "seeds": seeds}
+        return {"trial_id": trial_id, "status": "queued", "seeds": seeds,
+                "available_seeds": list(allowed)}
 
     async def method_catalog(self) -> dict[str, dict[str, Any]]:
         """Every built-in method's description and parameter schema. Agents read the catalog
@@ -200,7 +231,8 @@ class TrialQueue:
         return {"trial_id": row["trial_id"], "agent": row["agent"], "method": row["method"],
                 "params": json.loads(row["params"]), "seeds": json.loads(row["seeds"]),
                 "status": row["status"], "error": integrity.agent_error(row["error"]),
-                "seconds": (row["finished"] - row["started"])
+                "kind": row["kind"],
+                "parent": row["parent"], "seconds": (row["finished"] - row["started"])
                 if row["finished"] and row["started"] else None}
 
     async def list(self, agent: str | None = None, kind: str | None = None) -> list[dict]:
@@ -260,8 +292,9 @@ class TrialQueue:
             refs = [self._input(s, r) for s in seeds for r in range(2)]
         else:
             refs = [self._input(s) for s in seeds]
+        # no Ray retries (an out-of-memory kill is the trial's error); see `_rerun`
         opts = {"num_cpus": cpus, "num_gpus": res.gpus_per_trial, "max_retries": 0,
-                "name": f"trial-{trial_id}-{row['method']}"}
+                "name": f"trial-{trial_id}-{row['method']}", **placement.trials(self.cfg)}
         custom, source = custom_methods.parse_id(row["method"]), None
         if custom:
             prov = json.loads(row["provenance"])  # campaigns from before kept no source
@@ -323,6 +356,8 @@ class TrialQueue:
                 self.tracking.add(task)
                 task.add_done_callback(self.tracking.discard)
         except Exception as e:  # any failure is the asking agent's error result
+            if isinstance(e, LOST) and self._rerun(row):
+                return
             self._fail(trial_id, _error_text(e))
             metrics.trial_finished(row["agent"], row["method"], "error")
             cause = getattr(e, "cause", None) or e
@@ -333,6 +368,17 @@ class TrialQueue:
             self.running.pop(trial_id, None)
             metrics.queue_length(sum(len(q) for q in self.pending.values()))
             self.wake.set()
+
+    def _rerun(self, row: dict[str, Any]) -> bool:
+        """Queue again, first in line, a trial whose worker or node died under it (at most
+        `resources.trial_retries` times); only a finished run reaches the scorer."""
+        if self.reruns[row["trial_id"]] >= self.cfg.resources.trial_retries:
+            return False
+        self.reruns[row["trial_id"]] += 1
+        self.store.execute("UPDATE trials SET status='queued' WHERE trial_id=?",
+                           (row["trial_id"],))
+        self.pending[row["agent"]].appendleft(row["trial_id"])
+        return True
 
     async def _track(self, row: dict[str, Any]) -> None:
         """Log the trial to W&B with the scorer's numbers (its private scores)."""
@@ -354,6 +400,3 @@ def _error_text(e: BaseException) -> str:
         return "out of memory: " + text
     return text or traceback.format_exc(limit=1)
 
-
-TrialQueueActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1,
-                             max_concurrency=1000)(TrialQueue)

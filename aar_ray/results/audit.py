@@ -77,23 +77,16 @@ class Candidate:
     params: dict[str, Any]
     seeds: list[int]
     provenance: dict[str, Any]
-    board_pgr: float  # the leaderboard's number: mean of per-seed PGRs
-    pooled_pgr: float | None  # ratio of mean gains (the estimator the audit's CIs use)
-
-
-def _pooled(per_seed: list[dict[str, Any]]) -> float | None:
-    num = sum(r["transfer_acc"] - r["weak_acc"] for r in per_seed)
-    den = sum(r["ceiling_acc"] - r["weak_acc"] for r in per_seed)
-    return num / den if den > 0 else None
+    pgr: float | None  # its in-lab private PGR (w2s.pgr.pooled, as everywhere)
 
 
 def private_board(campaign_dir: str | Path) -> list[Candidate]:
     """Submitted trials of every agent but 'baseline', best private PGR first."""
     out = [Candidate(r["trial_id"], r["agent"], r["method"], r["params"], r["seeds"],
-                     r["provenance"], r["private"]["pgr"], _pooled(r["private"]["per_seed"]))
+                     r["provenance"], r["private"]["pgr"])
            for r in records.submissions(campaign_dir, required=True)
            if r["agent"] != "baseline" and r["private"].get("pgr") is not None]
-    out.sort(key=lambda c: (-c.board_pgr, c.trial_id))
+    out.sort(key=lambda c: (-c.pgr, c.trial_id))
     return out
 
 
@@ -150,7 +143,7 @@ class HeldOut:
              finetune: FinetuneConfig, cache_dir: Path | None) -> HeldOut:
         from aar_ray.w2s.trial import Setting, ceiling, teacher
 
-        s = Setting.load(sc, cache_dir)
+        s = Setting.load(sc, cache_dir, finetune)
         labels = [s.data.labels[s.splits(seed).test] for seed in seeds]
         weak = np.stack([teacher(s, seed)["test"].argmax(1) == y
                          for seed, y in zip(seeds, labels, strict=True)])
@@ -163,11 +156,10 @@ class HeldOut:
         w, c = float(self.weak.mean()), float(self.ceiling.mean())
         if c <= w:
             return f"ceiling acc {c:.3f} does not beat the teacher's {w:.3f}: PGR undefined"
-        # the ceiling's own PGR is 1; its CI is unbounded exactly when pgr_ci finds the
-        # pooled gap indistinguishable from 0, the case where every PGR here is unbounded
-        est = stats.pgr_ci(self.ceiling, self.weak, self.ceiling, n_boot=500,
-                           rng=np.random.default_rng(0))
-        if not math.isfinite(est.lo):
+        # every PGR here divides by the gap: with a gap not distinguishable from 0 (paired
+        # test of ceiling vs teacher on the same items) it is unbounded
+        if stats.paired_compare(self.ceiling, self.weak, self.weak, self.ceiling).p_value \
+                >= ALPHA:
             return (f"ceiling acc {c:.3f} vs teacher {w:.3f}: the gap is not distinguishable "
                     "from 0, so PGR is unbounded")
         return None
@@ -200,10 +192,12 @@ def finite(x: float | None) -> float | None:
 # ---- the audit ----------------------------------------------------------------------------------
 
 def audit(campaign_dir: str | Path, top_k: int | None = None, seeds: list[int] | None = None,
-          *, cache_dir: str | Path | None = None, write: bool = True) -> list[dict[str, Any]]:
-    """Re-run the private board's top-K configs and vanilla on every held-out setting; one row
-    per (config, setting) with PGR, CI, in-lab PGR, Δ, p vs vanilla and the verdict
-    (VERDICT_RULE). Writes `audit.json` into the campaign directory unless `write` is False."""
+          *, cache_dir: str | Path | None = None, write: bool = True,
+          configs: list[Candidate] | None = None) -> list[dict[str, Any]]:
+    """Re-run the private board's top-K configs (or the given `configs`: the campaign's
+    confirmed ones) and vanilla on every held-out setting; one row per (config, setting) with
+    PGR, CI, in-lab PGR, Δ, p vs vanilla and the verdict (VERDICT_RULE). Writes `audit.json`
+    into the campaign directory unless `write` is False."""
     t0 = time.time()
     campaign_dir = Path(campaign_dir)
     cfg = load_campaign(campaign_dir / "config.yaml")
@@ -212,9 +206,9 @@ def audit(campaign_dir: str | Path, top_k: int | None = None, seeds: list[int] |
     cache = Path(cache_dir or cfg.cache_dir) if (cache_dir or cfg.cache_dir) else None
     if not cfg.audit.settings:
         raise AuditError(f"{campaign_dir}/config.yaml has no audit.settings to audit on")
-    configs = top_configs(private_board(campaign_dir), k)
+    if configs is None:
+        configs = top_configs(private_board(campaign_dir), k)
     changed = [code_changed(campaign_dir, c.method, c.provenance) for c in configs]
-    rng = np.random.default_rng(0)
     rows: list[dict[str, Any]] = []
     for sc in cfg.audit.settings:
         held = HeldOut.load(sc, seeds, cfg.student, cfg.finetune, cache)
@@ -225,8 +219,8 @@ def audit(campaign_dir: str | Path, top_k: int | None = None, seeds: list[int] |
                    "params": c.params, "setting": sc.label, "seeds": seeds,
                    "weak_acc": float(held.weak.mean()), "ceiling_acc": float(held.ceiling.mean()),
                    "transfer_acc": None, "vanilla_acc": None, "pgr": None, "ci_lo": None,
-                   "ci_hi": None, "vanilla_pgr": None, "in_lab_pgr": c.pooled_pgr,
-                   "in_lab_board_pgr": c.board_pgr, "delta": None, "delta_vs_vanilla": None,
+                   "ci_hi": None, "vanilla_pgr": None, "in_lab_pgr": c.pgr,
+                   "delta": None, "delta_vs_vanilla": None,
                    "p_vs_vanilla": None, "p_holm": None, "code_changed": changed_c,
                    "verdict": "no gap" if note else None, "note": note or ""}
             rows.append(row)
@@ -234,14 +228,13 @@ def audit(campaign_dir: str | Path, top_k: int | None = None, seeds: list[int] |
                 continue
             v = held.vanilla()
             t = v if (c.method, c.params) == ("vanilla", {}) else held.correct(c.method, c.params)
-            est = stats.pgr_ci(t, held.weak, held.ceiling, rng=rng)
-            van = stats.pgr_ci(v, held.weak, held.ceiling, rng=rng)
-            cmp = stats.paired_compare(t, v, held.weak, held.ceiling, rng=rng)
+            est = stats.pgr_ci(t, held.weak, held.ceiling)
+            van = stats.pgr_ci(v, held.weak, held.ceiling)
+            cmp = stats.paired_compare(t, v, held.weak, held.ceiling)
             pgr = finite(est.mean)
             row.update(transfer_acc=float(t.mean()), vanilla_acc=float(v.mean()), pgr=pgr,
                        ci_lo=finite(est.lo), ci_hi=finite(est.hi), vanilla_pgr=finite(van.mean),
-                       delta=None if pgr is None or c.pooled_pgr is None
-                       else pgr - c.pooled_pgr,
+                       delta=None if pgr is None or c.pgr is None else pgr - c.pgr,
                        delta_vs_vanilla=finite(cmp.delta_pgr), p_vs_vanilla=finite(cmp.p_value))
             if changed_c:
                 row["note"] = "method code changed since the trial: today's code was audited"

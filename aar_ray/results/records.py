@@ -64,7 +64,7 @@ def submissions(campaign_dir: str | Path, *, required: bool = False) -> list[dic
     rows = _rows(_scorer(campaign_dir, required),
                  "SELECT s.trial_id, s.agent, s.submitted_at, s.shown, s.flags, s.private, "
                  "t.method, t.params, t.seeds, t.provenance FROM submissions s "
-                 "JOIN trials t USING (trial_id) ORDER BY s.submitted_at, s.trial_id")
+                 "JOIN recorded t USING (trial_id) ORDER BY s.submitted_at, s.trial_id")
     return [_decode(r, flags=[], private={}, params={}, seeds=[], provenance={}) for r in rows]
 
 
@@ -72,7 +72,7 @@ def scored_trial(campaign_dir: str | Path, trial_id: str) -> dict[str, Any] | No
     """The scorer's record of one trial (method, params, seeds, provenance, the `preds` blob as
     the scorer packed it) and its private score if it was submitted; None if never recorded."""
     rows = _rows(_scorer(campaign_dir, True),
-                 "SELECT t.*, s.private FROM trials t LEFT JOIN submissions s USING (trial_id) "
+                 "SELECT t.*, s.private FROM recorded t LEFT JOIN submissions s USING (trial_id) "
                  "WHERE t.trial_id=?", (trial_id,))
     return _decode(rows[0], params={}, seeds=[], provenance={}, private=None) if rows else None
 
@@ -80,7 +80,7 @@ def scored_trial(campaign_dir: str | Path, trial_id: str) -> dict[str, Any] | No
 def campaigns_with_trial(root: str | Path, trial_id: str) -> list[Path]:
     """The campaign directories under `root` whose scorer recorded `trial_id`."""
     return [p.parent for p in sorted(Path(root).glob(f"*/{SCORER}"))
-            if _rows(p, "SELECT 1 FROM trials WHERE trial_id=?", (trial_id,))]
+            if _rows(p, "SELECT 1 FROM recorded WHERE trial_id=?", (trial_id,))]
 
 
 def events(campaign_dir: str | Path) -> list[dict[str, Any]]:

@@ -1,9 +1,9 @@
 """One W2S trial as pure functions: teacher → weak labels → student by a method → PGR.
 
-The trusted side (`teacher`, `ceiling`, `score_seed`) sees labels; `run_method` — what agents'
+The trusted side (`teacher`, `ceiling`, `seed_correct`) sees labels; `run_method` — what agents'
 trials execute — gets only `StudentInputs`: features or texts and the teacher's soft labels.
 Teacher and ceiling artefacts are cached by content hash, so they are computed once per
-(task, pair, seed) and not per trial.
+(task, pair, teacher and student recipe, seed) and not per trial.
 """
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ import numpy as np
 
 from aar_ray.config import FinetuneConfig, SettingConfig, StudentConfig
 from aar_ray.w2s import features, pgr
-from aar_ray.w2s.methods import Method, MethodContext, make_method
+from aar_ray.w2s.methods import Method, MethodContext, check_mode, make_method
+from aar_ray.w2s.models import MODELS
 from aar_ray.w2s.student import HeadStudents, one_hot
-from aar_ray.w2s.tasks import TASKS, Splits, TaskData, load_task, make_splits
+from aar_ray.w2s.tasks import SPLITS_VERSION, TASKS, Splits, TaskData, load_task, make_splits
 
 TEACHER_VERSION = 1  # bump when the teacher's training changes: invalidates cached weak labels
 
@@ -48,13 +49,16 @@ class Setting:
     data: TaskData
     test_size: int
     cache_dir: Path
+    finetune: FinetuneConfig | None = None  # how a `teacher: finetune` teacher is trained
 
     @classmethod
-    def load(cls, cfg: SettingConfig, cache_dir: Path | None = None) -> Setting:
+    def load(cls, cfg: SettingConfig, cache_dir: Path | None = None,
+             finetune: FinetuneConfig | None = None) -> Setting:
         spec = TASKS.get(cfg.task)
         data = load_task(cfg.task, cfg.max_examples)
         test_size = cfg.test_size or min(spec.default_test_size, len(data.texts) // 4)
-        return cls(cfg, data, test_size, Path(cache_dir or features.default_cache_dir()))
+        return cls(cfg, data, test_size, Path(cache_dir or features.default_cache_dir()),
+                   finetune)
 
     def splits(self, seed: int) -> Splits:
         return make_splits(len(self.data.texts), self.test_size, seed)
@@ -63,8 +67,8 @@ class Setting:
         return [self.data.texts[i] for i in idx]
 
     def key(self, *parts: Any) -> str:
-        blob = json.dumps([self.data.fingerprint(), self.test_size, *parts], sort_keys=True,
-                          default=str)
+        blob = json.dumps([self.data.fingerprint(), self.test_size, SPLITS_VERSION, *parts],
+                          sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     @property
@@ -88,15 +92,37 @@ def _cached(path: Path, compute) -> dict[str, np.ndarray]:
     return arrays
 
 
-def teacher(s: Setting, seed: int) -> dict[str, np.ndarray]:
-    """The weak teacher trained on the labelled split: soft labels on the unlabelled split
-    ('train') and on the test split ('test'). Cached by content."""
-    path = s.cache_dir / "weak" / f"{s.key('teacher', TEACHER_VERSION, s.cfg.weak, seed)}.npz"
+def revisions(cfg: SettingConfig) -> dict[str, str | None]:
+    """The hub commits a setting's data and models are pinned to (None: packaged, generated or
+    random from a config)."""
+    return {"task": TASKS.get(cfg.task).revision, "weak": MODELS.get(cfg.weak).revision,
+            "strong": MODELS.get(cfg.strong).revision}
 
-    def compute() -> dict[str, np.ndarray]:
+
+def teacher_recipe(s: Setting) -> FinetuneConfig | None:
+    """How a `teacher: finetune` teacher is trained: the setting's fine-tuning recipe applied
+    to the weak model (None for a probe)."""
+    if s.cfg.teacher == "probe":
+        return None
+    if s.finetune is None:
+        raise ValueError(f"setting {s.cfg.label} has teacher: finetune, but no finetune config "
+                         "was given to Setting.load")
+    return replace(s.finetune, strong_model=s.cfg.weak)
+
+
+def teacher(s: Setting, seed: int) -> dict[str, np.ndarray]:
+    """The weak teacher trained on the labelled split's true labels: soft labels on the
+    unlabelled split ('train') and on the test split ('test'). `probe`: a logistic regression on
+    the weak model's frozen features; `finetune`: the weak model fine-tuned the way students are.
+    Cached by content, mode and recipe."""
+    ft = teacher_recipe(s)
+    key = s.key("teacher", TEACHER_VERSION, s.cfg.weak, seed, s.cfg.teacher,
+                ft.recipe() if ft else None)
+    sp = s.splits(seed)
+
+    def probe() -> dict[str, np.ndarray]:
         from sklearn.linear_model import LogisticRegression
 
-        sp = s.splits(seed)
         x = {k: s.embed(s.cfg.weak, s.texts(getattr(sp, k)))
              for k in ("labelled", "unlabelled", "test")}
         clf = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
@@ -104,7 +130,16 @@ def teacher(s: Setting, seed: int) -> dict[str, np.ndarray]:
         return {"train": clf.predict_proba(x["unlabelled"]).astype(np.float32),
                 "test": clf.predict_proba(x["test"]).astype(np.float32)}
 
-    return _cached(path, compute)
+    def fine_tuned() -> dict[str, np.ndarray]:
+        from aar_ray.w2s.finetune import fine_tune
+
+        truth = one_hot(s.data.labels[sp.labelled], s.n_classes)
+        result = fine_tune(ft, seed, s.n_classes, s.texts(sp.labelled), truth,
+                           {"train": s.texts(sp.unlabelled), "test": s.texts(sp.test)},
+                           role="teacher")
+        return result.probs
+
+    return _cached(s.cache_dir / "weak" / f"{key}.npz", probe if ft is None else fine_tuned)
 
 
 def student_inputs(s: Setting, seed: int, mode: str = "head",
@@ -145,6 +180,7 @@ def run_method(method: str, params: dict[str, Any] | None, inputs: StudentInputs
 
 def run_method_instance(m: Method, inputs: StudentInputs, student: StudentConfig,
                         finetune: FinetuneConfig | None = None) -> np.ndarray:
+    check_mode(m, student.mode)
     ctx = MethodContext(inputs.weak, students_for(inputs, student, finetune),
                         np.random.default_rng(inputs.seed))
     probs = np.asarray(m.run(ctx), dtype=np.float32)
@@ -159,7 +195,7 @@ def ceiling(s: Setting, seed: int, student: StudentConfig,
             finetune: FinetuneConfig | None = None) -> np.ndarray:
     """The student trained on the unlabelled split's true labels: test probabilities, cached."""
     key = s.key("ceiling", s.cfg.strong, seed, asdict(student),
-                asdict(finetune) if student.mode == "finetune" and finetune else None)
+                finetune.recipe() if student.mode == "finetune" and finetune else None)
     path = s.cache_dir / "ceiling" / f"{key}.npz"
 
     def compute() -> dict[str, np.ndarray]:
@@ -180,16 +216,13 @@ class SeedScore:
     pgr: float | None
 
 
-def score_seed(s: Setting, seed: int, probs: np.ndarray, student: StudentConfig,
-               finetune: FinetuneConfig | None = None,
-               items: np.ndarray | None = None) -> SeedScore:
-    """Trusted scoring of one seed's test predictions (optionally on a subset of test items)."""
+def seed_correct(s: Setting, seed: int, probs: np.ndarray, student: StudentConfig,
+                 finetune: FinetuneConfig | None = None) -> tuple[np.ndarray, ...]:
+    """Trusted: was each of the seed's test items right for the method, the teacher and the
+    ceiling? The 0/1 arrays every PGR estimate is built from."""
     labels = s.data.labels[s.splits(seed).test]
-    sel = slice(None) if items is None else items
-    weak = pgr.accuracy(teacher(s, seed)["test"][sel], labels[sel])
-    ceil = pgr.accuracy(ceiling(s, seed, student, finetune)[sel], labels[sel])
-    transfer = pgr.accuracy(probs[sel], labels[sel])
-    return SeedScore(seed, weak, ceil, transfer, pgr.pgr(transfer, weak, ceil))
+    return tuple(np.asarray(p).argmax(1) == labels for p in (
+        probs, teacher(s, seed)["test"], ceiling(s, seed, student, finetune)))
 
 
 @dataclass
@@ -205,26 +238,40 @@ class TrialConfig:
 @dataclass
 class TrialResult:
     config: TrialConfig
-    seeds: list[SeedScore]
     predictions: dict[int, np.ndarray]
+    correct: dict[int, tuple[np.ndarray, ...]]  # seed -> (transfer, weak, ceiling) 0/1
+
+    @property
+    def seeds(self) -> list[SeedScore]:
+        out = []
+        for seed, arrays in sorted(self.correct.items()):
+            t, w, c = (float(a.mean()) for a in arrays)
+            out.append(SeedScore(seed, w, c, t, pgr.pgr(t, w, c)))
+        return out
 
     def summary(self) -> dict[str, Any]:
+        """Per-seed accuracies, their mean ± SE, and PGR by the one estimator (pooled over
+        seeds, seed x item SE and 95% CI)."""
         def ms(key: str) -> dict[str, float | None]:
             mean, se = pgr.mean_se([getattr(r, key) for r in self.seeds])
             return {"mean": mean, "se": se}
 
+        t, w, c = zip(*(self.correct[s] for s in sorted(self.correct)), strict=True)
+        est = pgr.pgr_ci(t, w, c)
+        finite = [x if np.isfinite(x) else None for x in (est.mean, est.se, est.lo, est.hi)]
         return {"setting": self.config.setting.label, "method": self.config.method,
                 "params": self.config.params, "per_seed": [asdict(r) for r in self.seeds],
-                **{k: ms(k) for k in ("weak_acc", "ceiling_acc", "transfer_acc", "pgr")}}
+                **{k: ms(k) for k in ("weak_acc", "ceiling_acc", "transfer_acc")},
+                "pgr": dict(zip(("mean", "se", "ci_lo", "ci_hi"), finite, strict=True))}
 
 
 def run_trial(cfg: TrialConfig, cache_dir: Path | None = None) -> TrialResult:
     """A whole trial in one trusted process (the CLI's `aar trial`): every seed end to end."""
-    make_method(cfg.method, cfg.params)  # fail on bad input before loading anything
-    s = Setting.load(cfg.setting, cache_dir)
-    scores, preds = [], {}
+    make_method(cfg.method, cfg.params, cfg.student.mode)  # fail before loading anything
+    s = Setting.load(cfg.setting, cache_dir, cfg.finetune)
+    preds, correct = {}, {}
     for seed in cfg.seeds:
         inputs = student_inputs(s, seed, cfg.student.mode)
         preds[seed] = run_method(cfg.method, cfg.params, inputs, cfg.student, cfg.finetune)
-        scores.append(score_seed(s, seed, preds[seed], cfg.student, cfg.finetune))
-    return TrialResult(cfg, scores, preds)
+        correct[seed] = seed_correct(s, seed, preds[seed], cfg.student, cfg.finetune)
+    return TrialResult(cfg, preds, correct)

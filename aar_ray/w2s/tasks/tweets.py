@@ -57,7 +57,7 @@ TASKS.add("tweets", TaskSpec(
     name="tweets",
     description="Is this tweet's sentiment positive or negative? (real CrowdFlower tweets)",
     load=load,
-    default_size=8000,
+    default_size=0,  # 0 = all 13,668 usable tweets
     default_test_size=2000,
     protected_paths=lambda: [str(corpus_path())],
 ))
