@@ -11,6 +11,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# every Ray node a test starts (embedded, `ray start`, multi-node) keeps 127.0.0.1: set before
+# anything imports ray, which reads the flag once (aar_ray/lab/placement.py)
+from aar_ray.lab.placement import LOOPBACK_ENV  # noqa: E402
+
+os.environ.update(LOOPBACK_ENV)
 
 from aar_ray.config import SettingConfig, StudentConfig  # noqa: E402
 

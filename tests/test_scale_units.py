@@ -32,7 +32,7 @@ class CountingScorer:
 
 def test_forum_reads_from_its_index_not_the_scorer(tmp_path):
     scorer = CountingScorer()
-    forum = Forum(str(tmp_path), scorer)
+    forum = Forum(str(tmp_path), scorer, fresh_s=3600)
     forum.post("a", "vanilla", "public PGR 0.31", "result", cites=["t1"])
     forum.post("b", "info_max", "public PGR 0.42", "result", cites=["t2"])
     for i in range(30):
@@ -54,6 +54,10 @@ def test_forum_reads_from_its_index_not_the_scorer(tmp_path):
         assert forum.read(sort="top")[0]["title"] == "idea"  # learnt once scored
     finally:
         del SCORES["t9"]
+    calls = len(scorer.calls)
+    forum.fresh_s = 0  # a view may change (the replication bit): old ones are asked again,
+    forum.read(sort="top", limit=3)  # all of a page's in one call
+    assert len(scorer.calls) == calls + 1 and sorted(scorer.calls[-1]) == ["t1", "t2", "t9"]
 
 
 def test_forum_from_before_the_index_is_reindexed(tmp_path):

@@ -1,26 +1,51 @@
 """The lab's long-lived actors as Ray wrappers around plain classes (tested without Ray).
 
 All restart on failure (`max_restarts=-1`) and retry in-flight calls (`max_task_retries=-1`);
-their state is in SQLite, so a restart loses nothing."""
+their state is in SQLite, so a restart loses nothing. Constructor arguments are plain values
+(paths, configs): an actor finds the others by name, because an actor handle passed as an
+argument lives in the object store, from which a restarted actor may fail to get it back
+(ray-project/ray#53727; Ray logs an ERROR for every such actor)."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import ray
 
+from aar_ray.config import CampaignConfig
 from aar_ray.lab import ACTOR_OPTIONS, NAMESPACE
 from aar_ray.lab.forum import Forum
 from aar_ray.lab.scorer import Scorer
-from aar_ray.lab.trials import TrialQueueActor
+from aar_ray.lab.trials import TrialQueue
+from aar_ray.w2s import features
 
-ScorerActor = ray.remote(**ACTOR_OPTIONS, max_concurrency=4)(Scorer)
+
+@ray.remote(**ACTOR_OPTIONS, max_concurrency=4)
+class ScorerActor(Scorer):
+    def __init__(self, campaign_dir: str, cfg: CampaignConfig) -> None:
+        self._embedding: dict[str, Any] = {}  # the texts being embedded now, for `progress`
+        features.report_progress(
+            lambda model, done, total: self._embedding.update(model=model, done=done,
+                                                              total=total))
+        super().__init__(campaign_dir, cfg)
+
+    def progress(self) -> dict[str, Any]:
+        """How far the embedding in progress is: {model, done, total}, {} when none ran."""
+        return dict(self._embedding)
 
 
-@ray.remote(**ACTOR_OPTIONS)
+@ray.remote(**ACTOR_OPTIONS, max_concurrency=8)  # reads are served from its index, side by side
 class ForumActor(Forum):
     def __init__(self, campaign_dir: str) -> None:
         scorer = ray.get_actor("scorer", namespace=NAMESPACE)
         super().__init__(campaign_dir, lambda ids: ray.get(scorer.trial_scores.remote(ids)))
+
+
+@ray.remote(**ACTOR_OPTIONS, max_concurrency=1000)
+class TrialQueueActor(TrialQueue):
+    def __init__(self, campaign_dir: str, cfg: CampaignConfig,
+                 secrets: dict[str, Any] | None = None) -> None:
+        super().__init__(campaign_dir, cfg, ray.get_actor("scorer", namespace=NAMESPACE), secrets)
 
 
 def create(name: str, cls, *args, **options):

@@ -61,6 +61,7 @@ class Researcher:
         while (not self.finished and not self.stop.is_set()
                and (not limit or self.steps < limit) and time.time() < deadline):
             try:
+                self.tools.step = self.steps
                 more = self.brain.step(self.tools)
             except Exception as e:  # a brain bug must not take the campaign down
                 log.exception("agent %s: brain step failed", self.agent_id)

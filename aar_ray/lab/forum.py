@@ -3,11 +3,17 @@
 A result post must cite a scored trial, and readers see the scorer's numbers for every cited
 trial next to whatever the author wrote; a claimed PGR that disagrees with the scorer is
 flagged on the post.
+
+Reads are answered from the forum's own index: a `cites` table (post -> trial) and a `scores`
+table holding the scorer's view of every trial cited so far. The score a trial was shown is
+fixed once it is submitted, but its replication bit may change, so a view older than `fresh_s`
+is asked again: in one batch per read at most, never once per post.
 """
 from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +33,9 @@ CREATE TABLE IF NOT EXISTS posts (
   id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT UNIQUE, author TEXT, title TEXT,
   body TEXT, kind TEXT, tags TEXT, cites TEXT, parent_id INTEGER, created REAL, flags TEXT);
 CREATE INDEX IF NOT EXISTS posts_parent ON posts(parent_id);
+CREATE TABLE IF NOT EXISTS cites (post_id INTEGER, trial_id TEXT);
+CREATE INDEX IF NOT EXISTS cites_post ON cites(post_id);
+CREATE TABLE IF NOT EXISTS scores (trial_id TEXT PRIMARY KEY, score TEXT, learnt REAL);
 """
 
 
@@ -36,9 +45,14 @@ class ForumError(Refusal):
 
 class Forum:
     def __init__(self, campaign_dir: str,
-                 scores: Callable[[list[str]], dict[str, dict[str, Any]]]) -> None:
+                 scores: Callable[[list[str]], dict[str, dict[str, Any]]],
+                 fresh_s: float = 5.0) -> None:
         self.store = Store(Path(campaign_dir) / "forum.sqlite", SCHEMA)
         self.scores = scores  # the scorer's numbers for cited trials
+        self.fresh_s = fresh_s  # how old the index's view of a trial may be when shown
+        if self.store.one("SELECT 1 AS x FROM cites LIMIT 1") is None:  # a forum from before
+            self.store.execute("INSERT INTO cites SELECT p.id, j.value FROM posts p, "
+                               "json_each(p.cites) j")
 
     def post(self, author: str, title: str, body: str, kind: str = "insight",
              tags: list[str] | None = None, cites: list[str] | None = None,
@@ -59,7 +73,7 @@ class Forum:
             raise ForumError(f"at most {MAX_TAGS} tags of at most {MAX_TAG} characters")
         if len(cites) > MAX_CITES or any(not isinstance(c, str) for c in cites):
             raise ForumError(f"cites must be at most {MAX_CITES} trial ids")
-        scored = self.scores(cites) if cites else {}
+        scored = self._scored(cites)
         if kind == "result":
             missing = [c for c in cites if c not in scored]
             if not cites or missing:
@@ -69,13 +83,37 @@ class Forum:
                                                     (parent_id,)) is None:
             raise ForumError(f"no post {parent_id} to reply to")
         flags = self._check_claims(body, scored)
-        cur = self.store.execute(
-            "INSERT INTO posts (request_id, author, title, body, kind, tags, cites, parent_id,"
-            " created, flags) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (request_id, author, title.strip(), body, kind, dumps(tags), dumps(cites),
-             parent_id, time.time(), dumps(flags)))
+        try:
+            cur = self.store.execute(
+                "INSERT INTO posts (request_id, author, title, body, kind, tags, cites,"
+                " parent_id, created, flags) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (request_id, author, title.strip(), body, kind, dumps(tags), dumps(cites),
+                 parent_id, time.time(), dumps(flags)))
+        except sqlite3.IntegrityError:  # the same request, concurrently: it is stored once
+            old = self.store.one("SELECT id FROM posts WHERE request_id=?", (request_id,))
+            return {"post_id": old["id"], "duplicate": True}
+        for c in dict.fromkeys(cites):
+            self.store.execute("INSERT INTO cites VALUES (?,?)", (cur.lastrowid, c))
         metrics.forum_post("reply" if parent_id is not None else kind)
         return {"post_id": cur.lastrowid, "flags": flags}
+
+    def _scored(self, trial_ids: list[str]) -> dict[str, dict]:
+        """The scorer's view of those of `trial_ids` that are scored: from the index, asking
+        the scorer (one call) only for those it does not know or knew too long ago."""
+        if not trial_ids:
+            return {}
+        ids, now = list(dict.fromkeys(trial_ids)), time.time()
+        known = {r["trial_id"]: json.loads(r["score"]) for r in self.store.rows(
+            f"SELECT trial_id, score FROM scores WHERE trial_id IN ({','.join('?' * len(ids))})"
+            " AND learnt >= ?", (*ids, now - self.fresh_s))}
+        missing = [t for t in ids if t not in known]
+        if missing:
+            fresh = self.scores(missing)
+            for tid, score in fresh.items():
+                self.store.execute("INSERT OR REPLACE INTO scores VALUES (?,?,?)",
+                                   (tid, dumps(score), now))
+            known.update(fresh)
+        return known
 
     @staticmethod
     def _check_claims(body: str, scored: dict[str, dict[str, Any]]) -> list[str]:
@@ -109,17 +147,31 @@ class Forum:
         if author:
             sql += " AND author = ?"
             args.append(author)
-        posts = [self._view(r) for r in self.store.rows(sql + " ORDER BY id DESC", tuple(args))]
-        if sort == "top":
-            posts.sort(key=lambda p: max([c.get("public_pgr") or -9 for c in p["cited"]] or [-9]),
-                       reverse=True)
-        return posts[:limit]
+        if sort == "top":  # ranked by the best scorer number among a post's citations
+            unknown = [r["trial_id"] for r in self.store.rows(
+                "SELECT DISTINCT trial_id FROM cites WHERE trial_id NOT IN "
+                "(SELECT trial_id FROM scores)")]
+            self._scored(unknown)
+            sql = ("SELECT * FROM (" + sql + ") p LEFT JOIN (SELECT c.post_id, "
+                   "MAX(json_extract(s.score, '$.public_pgr')) AS best FROM cites c JOIN scores s"
+                   " USING (trial_id) GROUP BY c.post_id) b ON b.post_id = p.id "
+                   "ORDER BY COALESCE(b.best, -9) DESC, p.id DESC LIMIT ?")
+        else:
+            sql += " ORDER BY id DESC LIMIT ?"
+        rows = self.store.rows(sql, (*args, limit))
+        scored = self._scored([c for r in rows for c in json.loads(r["cites"])])
+        replies: dict[int, list[dict[str, Any]]] = {r["id"]: [] for r in rows}
+        if rows:
+            for r in self.store.rows(
+                    "SELECT id, parent_id, author, body, created FROM posts WHERE parent_id IN "
+                    f"({','.join('?' * len(rows))}) ORDER BY id", tuple(replies)):
+                replies[r.pop("parent_id")].append(r)
+        return [self._view(r, scored, replies[r["id"]]) for r in rows]
 
-    def _view(self, row: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def _view(row: dict[str, Any], scored: dict[str, dict],
+              replies: list[dict[str, Any]]) -> dict[str, Any]:
         cites = json.loads(row["cites"])
-        scored = self.scores(cites) if cites else {}
-        replies = self.store.rows("SELECT id, author, body, created FROM posts WHERE "
-                                  "parent_id=? ORDER BY id", (row["id"],))
         return {"post_id": row["id"], "author": row["author"], "title": row["title"],
                 "body": row["body"], "kind": row["kind"], "tags": json.loads(row["tags"]),
                 "created": row["created"], "flags": json.loads(row["flags"]),

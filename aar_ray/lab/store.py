@@ -37,5 +37,17 @@ class Store:
         return rows[0] if rows else None
 
 
+def checkpoint(campaign_dir: str | Path) -> None:
+    """Merge every database's write-ahead log into the database file: a finished campaign's
+    directory is complete in its *.sqlite files (the last connection to close, here once the
+    actors are gone, also removes the -wal and -shm files)."""
+    for path in sorted(Path(campaign_dir).glob("*.sqlite")):
+        db = sqlite3.connect(path)
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            db.close()
+
+
 def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,17 @@ def default_cache_dir() -> Path:
 
 def text_key(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
+
+
+CHUNK = 512  # texts embedded and cached at a time: progress to show, and work kept if stopped
+_progress: Callable[[str, int, int], None] | None = None
+
+
+def report_progress(fn: Callable[[str, int, int], None] | None) -> None:
+    """Have `fn(model, done, total)` called as texts are embedded (the scorer passes it on to
+    the campaign's driver, which shows a progress bar)."""
+    global _progress
+    _progress = fn
 
 
 class FeatureCache:
@@ -52,10 +64,13 @@ class FeatureCache:
         keys = [text_key(t) for t in texts]
         missing = sorted({k: t for k, t in zip(keys, texts, strict=True)
                           if k not in self._loaded}.items())
-        if missing:
-            vecs = np.asarray(embed([t for _, t in missing]), dtype=np.float32)
-            self._write([k for k, _ in missing], vecs)
-            self._loaded.update(zip((k for k, _ in missing), vecs, strict=True))
+        for i in range(0, len(missing), CHUNK):
+            part = missing[i:i + CHUNK]
+            vecs = np.asarray(embed([t for _, t in part]), dtype=np.float32)
+            self._write([k for k, _ in part], vecs)
+            self._loaded.update(zip((k for k, _ in part), vecs, strict=True))
+            if _progress is not None:
+                _progress(self.model, i + len(part), len(missing))
         return np.stack([self._loaded[k] for k in keys]), len(missing)
 
     def _write(self, keys: list[str], vecs: np.ndarray) -> None:
