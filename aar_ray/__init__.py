@@ -1,0 +1,1 @@
+"""aar-ray: a lab of automated alignment researchers on Ray (README.md, "Architecture")."""

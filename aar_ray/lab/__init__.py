@@ -1,5 +1,6 @@
-"""The lab: actors that own state and schedule work (scorer, forum, trial queue, researchers)
-and the campaign that wires them together. Actors do no science themselves."""
+"""The lab: the actors that own a campaign's state (scorer, forum, trial queue, researchers),
+their tools and rules, and the campaign that wires them. They call the science (w2s), never
+reimplement it."""
 
 from aar_ray import train
 

@@ -1,1 +1,1 @@
-"""Observability: Ray metrics for the dashboard and W&B tracking of trials."""
+"""Observability: Ray metrics for the dashboard, W&B tracking of trials, the operations log."""

@@ -1,1 +1,1 @@
-"""Reading and judging a campaign's results: records, statistics, leaderboard, audit, diversity."""
+"""Reading and judging a campaign's results: records, statistics, audit, rerun, diversity."""
