@@ -36,8 +36,7 @@ CREATE TABLE IF NOT EXISTS trials (
 CREATE TABLE IF NOT EXISTS requests (request_id TEXT PRIMARY KEY, trial_id TEXT);
 """
 ACTIVE = ("queued", "running")
-# the trial's worker or node died under it (not the trial's own failure): worth a rerun
-LOST = (ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError,
+LOST = (ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError,  # its worker/node died
         ray.exceptions.ObjectLostError, ray.exceptions.LocalRayletDiedError)
 
 
@@ -126,8 +125,7 @@ class TrialQueue:
 
     async def enqueue(self, agent: str, method: str, params: dict | None = None,
                       seeds: list[int] | None = None, kind: str = "agent",
-                      parent: str | None = None,
-                      request_id: str | None = None) -> dict[str, Any]:
+                      parent: str | None = None, request_id: str | None = None) -> dict:
         """Queue a trial; a repeated `request_id` (an agent replaying its step after a
         restart) gets the trial queued the first time."""
         from aar_ray.w2s.methods import make_method
@@ -372,12 +370,12 @@ class TrialQueue:
     def _rerun(self, row: dict[str, Any]) -> bool:
         """Queue again, first in line, a trial whose worker or node died under it (at most
         `resources.trial_retries` times); only a finished run reaches the scorer."""
-        if self.reruns[row["trial_id"]] >= self.cfg.resources.trial_retries:
+        tid = row["trial_id"]
+        if self.reruns[tid] >= self.cfg.resources.trial_retries:
             return False
-        self.reruns[row["trial_id"]] += 1
-        self.store.execute("UPDATE trials SET status='queued' WHERE trial_id=?",
-                           (row["trial_id"],))
-        self.pending[row["agent"]].appendleft(row["trial_id"])
+        self.reruns[tid] += 1
+        self.store.execute("UPDATE trials SET status='queued' WHERE trial_id=?", (tid,))
+        self.pending[row["agent"]].appendleft(tid)
         return True
 
     async def _track(self, row: dict[str, Any]) -> None:
