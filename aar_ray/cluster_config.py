@@ -5,27 +5,33 @@ minutes of provisioning, or never (the field is silently ignored). These checks 
 validation without starting Ray or calling a cloud API, and report each problem as
 `<file>: <field.path>: <what is wrong>`.
 
-Ray's conversion and validation functions are private (`ray.autoscaler._private`); they are
-looked up through `_ray_private` so that a Ray upgrade that moves them fails with a message
-saying so rather than with an AttributeError deep inside a check.
+The shared parts — YAML loading, Ray's private validators, the wording of problems — are in
+`manifests.py`.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import difflib
-import importlib
-import importlib.resources
-import json
-import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
+
+from aar_ray.manifests import (
+    ClusterConfigError,
+    RayApiMovedError,
+    describe_ray_error,
+    describe_schema_error,
+    join,
+    load_yaml_mapping,
+    missing_hint,
+    ray_private,
+    ray_schema,
+)
 
 __all__ = [
     "ClusterConfigError",
@@ -36,170 +42,6 @@ __all__ = [
 
 RAYJOB_API_VERSION = "ray.io/v1"
 RAYJOB_KIND = "RayJob"
-# The Ray version these private APIs were read from.
-_TESTED_RAY = "2.60.0"
-
-
-class ClusterConfigError(ValueError):
-    """A manifest is invalid. `problems` holds one `field.path: message` per finding."""
-
-    def __init__(self, source: str, problems: Sequence[str]):
-        self.source = source
-        self.problems = list(dict.fromkeys(problems))  # de-duplicated, order kept
-        super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
-
-
-class RayApiMovedError(ImportError):
-    """A private Ray function or file this module relies on is not where it used to be."""
-
-
-# --------------------------------------------------------------------------- loading
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys, which plain YAML silently resolves to the last."""
-
-
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
-    loader.flatten_mapping(node)
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            duplicate = key in seen
-        except TypeError:  # unhashable key: let construct_mapping report it
-            break
-        if duplicate:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)
-
-
-def _load_yaml_mapping(path: str | Path) -> tuple[str, dict[str, Any]]:
-    source = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ClusterConfigError(source, [f"cannot read file: {e.strerror or e}"]) from e
-    try:
-        doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise ClusterConfigError(source, [f"{where}invalid YAML: {problem}"]) from e
-    if not isinstance(doc, dict):
-        raise ClusterConfigError(
-            source, [f"top level: expected a mapping, got {type(doc).__name__}"]
-        )
-    return source, doc
-
-
-# --------------------------------------------------------------------------- Ray private APIs
-
-
-def _ray_private(module: str, name: str) -> Callable[..., Any]:
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise RayApiMovedError(_moved_message(f"{module}.{name}")) from e
-
-
-def _moved_message(what: str) -> str:
-    import ray
-
-    return (
-        f"{what} is not available in Ray {ray.__version__}. It is a private Ray API "
-        f"(read from Ray {_TESTED_RAY}) and may have moved; update aar_ray/cluster_config.py."
-    )
-
-
-def _ray_schema() -> dict[str, Any]:
-    try:
-        schema_file = importlib.resources.files("ray.autoscaler") / "ray-schema.json"
-        return json.loads(schema_file.read_text())
-    except (ImportError, OSError) as e:
-        raise RayApiMovedError(_moved_message("ray/autoscaler/ray-schema.json")) from e
-
-
-# --------------------------------------------------------------------------- error wording
-
-
-def _join(path: str, key: Any) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else str(key)
-
-
-def _dotted(parts: Iterable[Any]) -> str:
-    path = ""
-    for part in parts:
-        path = _join(path, part)
-    return path
-
-
-def _close_match(key: str, candidates: Iterable[Any]) -> str | None:
-    close = difflib.get_close_matches(key, [str(c) for c in candidates], n=1, cutoff=0.75)
-    return close[0] if close else None
-
-
-def _typo_hint(key: str, known: Iterable[Any]) -> str:
-    """For an unexpected key: the known field it probably meant."""
-    close = _close_match(key, known)
-    return f" (did you mean {close!r}?)" if close else ""
-
-
-def _missing_hint(key: str, present: Iterable[Any]) -> str:
-    """For a missing key: a present key that is probably a misspelling of it."""
-    close = _close_match(key, present)
-    return f" (found {close!r}: a typo?)" if close else ""
-
-
-def _describe_schema_error(err: jsonschema.ValidationError) -> list[str]:
-    """One readable line per field for a jsonschema error (which names the parent object)."""
-    path = _dotted(err.absolute_path)
-    where = path or "top level"
-    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-        known = err.schema.get("properties", {})
-        patterns = err.schema.get("patternProperties", {})
-        extras = [
-            k
-            for k in err.instance
-            if k not in known and not any(re.search(p, str(k)) for p in patterns)
-        ]
-        return [f"{_join(path, k)}: unexpected field{_typo_hint(str(k), known)}" for k in extras]
-    if err.validator == "required" and isinstance(err.instance, dict):
-        missing = [k for k in err.validator_value if k not in err.instance]
-        return [
-            f"{_join(path, k)}: required field missing{_missing_hint(k, err.instance)}"
-            for k in missing
-        ]
-    if err.validator == "type":
-        expected = err.validator_value
-        if isinstance(expected, list):
-            expected = " or ".join(expected)
-        return [f"{where}: expected {expected}, got {err.instance!r}"]
-    if err.validator == "enum":
-        return [f"{where}: expected one of {err.validator_value}, got {err.instance!r}"]
-    return [f"{where}: {err.message}"]
-
-
-def _describe_ray_error(e: BaseException) -> str:
-    if isinstance(e, jsonschema.ValidationError):
-        return "; ".join(_describe_schema_error(e))
-    if isinstance(e, KeyError):
-        return f"missing field {e.args[0]!r}" if e.args else "missing field"
-    text = str(e).strip() or type(e).__name__
-    return " ".join(text.split())
-
-
 # --------------------------------------------------------------------------- cluster.yaml
 
 
@@ -238,24 +80,24 @@ def validate_cluster_yaml(path: str | Path) -> dict[str, Any]:
     Ray's own `prepare_config` + `validate_config` (defaults, docker block, worker counts), which
     is what `ray up` runs before it contacts the cloud.
     """
-    source, config = _load_yaml_mapping(path)
+    source, config = load_yaml_mapping(path)
 
-    validator = jsonschema.Draft7Validator(_ray_schema())
+    validator = jsonschema.Draft7Validator(ray_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
-    problems = [line for err in errors for line in _describe_schema_error(err)]
+    problems = [line for err in errors for line in describe_schema_error(err)]
     if problems:
         raise ClusterConfigError(source, problems)
     problems = _cross_field_problems(config)
     if problems:
         raise ClusterConfigError(source, problems)
 
-    prepare_config = _ray_private("ray.autoscaler._private.util", "prepare_config")
-    validate_config = _ray_private("ray.autoscaler._private.util", "validate_config")
+    prepare_config = ray_private("ray.autoscaler._private.util", "prepare_config")
+    validate_config = ray_private("ray.autoscaler._private.util", "validate_config")
     try:
         prepared = prepare_config(copy.deepcopy(config))
         validate_config(prepared)
     except Exception as e:  # Ray raises ValueError, RuntimeError, AssertionError, KeyError...
-        raise ClusterConfigError(source, [f"rejected by Ray: {_describe_ray_error(e)}"]) from e
+        raise ClusterConfigError(source, [f"rejected by Ray: {describe_ray_error(e)}"]) from e
     return prepared
 
 
@@ -272,10 +114,10 @@ class _Fields:
         self.problems: list[str] = []
 
     def get(self, obj: Any, key: str, kind: type, path: str, required: bool = True) -> Any | None:
-        full = _join(path, key)
+        full = join(path, key)
         if not isinstance(obj, dict) or key not in obj:
             if required:
-                hint = _missing_hint(key, obj) if isinstance(obj, dict) else ""
+                hint = missing_hint(key, obj) if isinstance(obj, dict) else ""
                 self.problems.append(f"{full}: required field missing{hint}")
             return None
         value = obj[key]
@@ -383,8 +225,8 @@ def _rayjob_problems(doc: dict[str, Any]) -> list[str]:
 
 def _derive_node_types(ray_cr: dict[str, Any]) -> dict[str, Any]:
     module = "ray.autoscaler._private.kuberay.autoscaling_config"
-    derive = _ray_private(module, "_derive_autoscaling_config_from_ray_cr")
-    validate_config = _ray_private("ray.autoscaler._private.util", "validate_config")
+    derive = ray_private(module, "_derive_autoscaling_config_from_ray_cr")
+    validate_config = ray_private("ray.autoscaler._private.util", "validate_config")
     config = derive(copy.deepcopy(ray_cr))
     validate_config(config)  # derive runs it too today; kept in case that changes
     return config["available_node_types"]
@@ -419,7 +261,7 @@ def validate_rayjob(path: str | Path) -> dict[str, Any]:
     `headgroup`) to `min_workers`, `max_workers` and `resources` ({"CPU", "GPU", "memory"}).
     Not checked: the KubeRay CRD itself (needs a cluster).
     """
-    source, doc = _load_yaml_mapping(path)
+    source, doc = load_yaml_mapping(path)
     problems = _rayjob_problems(doc)
     if problems:
         raise ClusterConfigError(source, problems)
@@ -441,7 +283,7 @@ def validate_rayjob(path: str | Path) -> dict[str, Any]:
     except Exception as e:  # ValueError (no CPU found), bad k8s quantities, schema errors...
         where = _locate_derive_failure(ray_cr)
         raise ClusterConfigError(
-            source, [f"{where}: rejected by Ray: {_describe_ray_error(e)}"]
+            source, [f"{where}: rejected by Ray: {describe_ray_error(e)}"]
         ) from e
 
 
@@ -456,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = 0
     for path in args.paths:
         try:
-            doc = _load_yaml_mapping(path)[1]
+            doc = load_yaml_mapping(path)[1]
             if "apiVersion" in doc or "kind" in doc:  # a Kubernetes manifest
                 node_types = validate_rayjob(path)
             else:

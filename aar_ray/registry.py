@@ -31,10 +31,17 @@ from aar_ray.errors import ConfigError
 T = TypeVar("T")
 
 
-def did_you_mean(name: str, allowed: list[str]) -> str:
-    """' (did you mean 'x'?)' for the allowed name closest to `name`, or ''."""
-    close = difflib.get_close_matches(str(name), allowed, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def closest(name: str, allowed: list[str], cutoff: float = 0.6) -> str | None:
+    """The allowed name most like `name`, if any is alike enough (difflib's ratio >= cutoff)."""
+    close = difflib.get_close_matches(str(name), allowed, n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, allowed: list[str], cutoff: float = 0.6) -> str:
+    """' (did you mean 'x'?)' for the allowed name closest to `name`, or '': the one wording of
+    an unknown name, for the catalogs, the config's fields and the cluster manifests."""
+    close = closest(name, allowed, cutoff)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 class Registry(Generic[T]):

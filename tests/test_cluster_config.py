@@ -16,10 +16,10 @@ import yaml
 from aar_ray.cluster_config import (
     ClusterConfigError,
     RayApiMovedError,
-    _ray_private,
     validate_cluster_yaml,
     validate_rayjob,
 )
+from aar_ray.manifests import ray_private
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = REPO / "cluster.yaml"
@@ -248,7 +248,7 @@ def test_rayjob_non_string_env_var_is_rejected(tmp_path):
 
 def test_moved_private_api_gives_a_clear_error():
     with pytest.raises(RayApiMovedError, match=r"no_such_function is not available in Ray"):
-        _ray_private("ray.autoscaler._private.util", "no_such_function")
+        ray_private("ray.autoscaler._private.util", "no_such_function")
 
 
 # --------------------------------------------------------------------------- launchability
@@ -317,4 +317,4 @@ def test_ray_train_storage_is_shared_by_every_node_at_one_path():
     assert not any("initialization_commands" in t or "docker" in t
                    for t in config["available_node_types"].values())
     with pytest.raises(RayApiMovedError, match=r"private Ray API"):
-        _ray_private("ray.autoscaler._private.no_such_module", "validate_config")
+        ray_private("ray.autoscaler._private.no_such_module", "validate_config")
