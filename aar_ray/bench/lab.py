@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import numpy as np
 from aar_ray.bench import merge_results
 from aar_ray.config import BudgetConfig, CampaignConfig, SettingConfig, load_campaign, save_campaign
 from aar_ray.lab.campaign import run_campaign
+from aar_ray.results import records
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "embedded.yaml"
 
@@ -145,15 +145,9 @@ def first_trial_s(root: str, timeout_s: float = 1800) -> dict:
         while time.time() - t0 < timeout_s and proc.poll() is None:
             time.sleep(0.5)
             dirs = sorted(set(Path(root).glob("embedded-*")) - before)
-            db = dirs[0] / "trials.sqlite" if dirs else None
-            if not db or not db.exists():
-                continue
-            try:
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
-                    created, started = c.execute(
-                        "SELECT MIN(created), MIN(started) FROM trials").fetchone()
-            except sqlite3.Error:
-                continue
+            trials = records.queued_trials(dirs[0]) if dirs else []
+            created = min((t["created"] for t in trials if t["created"]), default=None)
+            started = min((t["started"] for t in trials if t["started"]), default=None)
             if started:
                 lines = [x for x in log.read_text().splitlines() if "ERROR" in x or "WARN" in x]
                 print(*(f"aar run: {x[:300]}" for x in lines), sep="\n", flush=True)
