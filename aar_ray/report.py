@@ -38,8 +38,11 @@ def load(campaign_dir: str | Path) -> dict[str, Any]:
     subs = records.submissions(d)
     for s in subs:
         private = s.pop("private")
-        s.update(pgr=private.get("pgr"), se=private.get("se"),
-                 per_seed=private.get("per_seed", []))
+        vs = private.get("vs_vanilla") or {}
+        s.update(pgr=private.get("pgr"), se=private.get("se"), ci_lo=private.get("ci_lo"),
+                 ci_hi=private.get("ci_hi"), per_seed=private.get("per_seed", []),
+                 delta=vs.get("delta"), delta_lo=vs.get("lo"), delta_hi=vs.get("hi"),
+                 p=vs.get("p"))
     board = summary.get("leaderboard")
     if board is None:
         board = sorted((s for s in subs if s["pgr"] is not None), key=lambda s: -s["pgr"])
@@ -117,50 +120,63 @@ def section_header(data: dict[str, Any]) -> str:
                       for k, v in cards) + "</div>")
 
 
+def section_verdict(data: dict[str, Any]) -> str:
+    """What is real: the pre-registered confirmation on fresh seeds, the audit of the
+    confirmed, the exploration's health and the verdict (summary.json; docs/statistics.md)."""
+    s = data["summary"]
+    if "verdict" not in s:
+        return ("<h2>Verdict</h2><p class=\"muted\">Not yet: the confirmation stage runs when "
+                "exploration ends.</p>")
+    rows = []
+    for c in s.get("candidates", []):
+        rows.append([e(c["name"]), e(c["method"]),
+                     f"<code>{e(json.dumps(c.get('params') or {}, sort_keys=True))}</code>",
+                     num(c.get("public_delta")), num(c.get("pgr")),
+                     interval(c.get("delta"), c.get("ci_low"), c.get("ci_high")),
+                     num(c.get("p_holm"), 4), "✓" if c.get("confirmed") else "–"])
+    audit = []
+    for c in s.get("confirmed", []):
+        for setting, a in (c.get("audit") or {}).items():
+            audit.append([e(c["method"]), e(setting), num(a.get("pgr")), num(a.get("delta")),
+                          num(a.get("p_holm"), 4), e(a.get("verdict") or ""),
+                          "loses to vanilla" if a.get("loses") else "–"])
+    health = (f"public→private Spearman over {s.get('explored_configurations', 0)} explored "
+              f"configurations: {num(s.get('public_private_spearman'))}; largest share of "
+              f"trials on one method: {num(s.get('max_method_share'))}; minimum detectable "
+              f"ΔPGR of the confirmation: {num(s.get('min_detectable_delta'))}")
+    return ("<h2>Verdict</h2><p><b>" + e(s["verdict"]) + "</b></p><p class=\"muted\">"
+            + e(health) + "</p><h3>Confirmation (pre-registered, fresh seeds, private split, "
+            "Holm over these only)</h3>"
+            + table(["", "method", "params", "public ΔPGR", "PGR", "ΔPGR [95% CI]",
+                     "p (Holm)", "confirmed"], rows, {3, 4, 5, 6})
+            + ("<h3>Transfer audit of the confirmed</h3>"
+               + table(["method", "setting", "PGR", "ΔPGR vs vanilla", "p (Holm)", "verdict",
+                        ""], audit, {2, 3, 4}) if audit else ""))
+
+
 def section_leaderboard(data: dict[str, Any]) -> str:
-    """The private board; the statistics columns appear once the scorer annotates entries
-    (leaderboard_stats: pooled PGR with its CI, ΔPGR vs the baseline, p and Holm's p)."""
+    """The exploration's private board: pooled PGR with its seed x item SE and 95% CI, ΔPGR
+    over vanilla on the same seeds and items with its CI and (unadjusted) p."""
     board = data["leaderboard"]
     if not board:
         return "<h2>Leaderboard (private split)</h2><p class=\"muted\">No scored submissions.</p>"
-    has = {k: any(k in b for b in board)
-           for k in ("ci_lo", "delta_vs_baseline", "p_vs_baseline", "p_holm")}
-    head = ["#", "trial", "agent", "method", "params", "seeds", "PGR", "± SE"]
-    if has["ci_lo"]:
-        head.append("pooled PGR [95% CI]")
-    if has["delta_vs_baseline"]:
-        head.append("Δ vs baseline [95% CI]")
-    if has["p_vs_baseline"]:
-        head.append("p vs baseline")
-    if has["p_holm"]:
-        head.append("p (Holm)")
-    numeric = {0, *range(5, len(head))}
-    head.append("flags")
+    head = ["#", "trial", "agent", "method", "params", "seeds", "PGR [95% CI]", "± SE",
+            "ΔPGR vs vanilla [95% CI]", "p", "flags"]
     rows, classes = [], []
     for i, b in enumerate(board, 1):
-        row = [str(i), f'<code class="id">{e(b["trial_id"])}</code>', e(b["agent"]),
-               e(b["method"]),
-               f"<code>{e(json.dumps(b.get('params') or {}, sort_keys=True))}</code>",
-               str(len(b.get("seeds") or [])), num(b.get("pgr")), num(b.get("se"))]
-        if has["ci_lo"]:
-            row.append(interval(b.get("pgr_pooled"), b.get("ci_lo"), b.get("ci_hi")))
-        if has["delta_vs_baseline"]:
-            row.append(interval(b.get("delta_vs_baseline"), b.get("delta_lo"),
-                                 b.get("delta_hi")))
-        if has["p_vs_baseline"]:
-            row.append(num(b.get("p_vs_baseline"), 4))
-        if has["p_holm"]:
-            holm = num(b.get("p_holm"), 4)
-            row.append(f"<b>{holm}</b> ✓" if b.get("significant") else holm)
-        row.append(_flags(b.get("flags")))
-        rows.append(row)
+        rows.append([str(i), f'<code class="id">{e(b["trial_id"])}</code>', e(b["agent"]),
+                     e(b["method"]),
+                     f"<code>{e(json.dumps(b.get('params') or {}, sort_keys=True))}</code>",
+                     str(len(b.get("seeds") or [])),
+                     interval(b.get("pgr"), b.get("ci_lo"), b.get("ci_hi")), num(b.get("se")),
+                     interval(b.get("delta"), b.get("delta_lo"), b.get("delta_hi")),
+                     num(b.get("p"), 4), _flags(b.get("flags"))])
         classes.append("baseline" if b["agent"] == "baseline" else "")
-    note = ("Every number computed by the scorer on the private half of the test split; agents "
-            "only ever saw rounded public scores.")
-    if has["p_holm"]:
-        note += " ✓ = better than the baseline after Holm's correction (p &lt; 0.05)."
+    note = ("Exploration's numbers, every one computed by the scorer on the private split; "
+            "agents only ever saw rounded public ΔPGR. p is unadjusted: the verdict above comes "
+            "from the pre-registered confirmation, not from this board.")
     return ("<h2>Leaderboard (private split)</h2><p class=\"muted\">" + note + "</p>"
-            + table(head, rows, numeric, classes))
+            + table(head, rows, {0, 5, 6, 7, 8, 9}, classes))
 
 
 def section_progress(data: dict[str, Any]) -> str:
@@ -324,7 +340,8 @@ def section_costs(data: dict[str, Any]) -> str:
 
 
 def render(data: dict[str, Any]) -> str:
-    body = "".join(f(data) for f in (section_header, section_leaderboard, section_progress,
+    body = "".join(f(data) for f in (section_header, section_verdict, section_leaderboard,
+                                     section_progress,
                                      section_diversity, section_audit, section_events,
                                      section_operations,
                                      section_forum, section_costs))

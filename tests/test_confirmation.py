@@ -100,14 +100,15 @@ def test_the_test_fails_where_it_should() -> None:
     assert hits / 60 < 0.8
 
 
-@pytest.mark.parametrize("flags", [["ignores_teacher"], []])
-def test_choose_skips_flagged_configurations(flags) -> None:
+@pytest.mark.parametrize("flags", [["ignores_teacher"], ["beyond_inputs"], [],
+                                   ["transfer_at_ceiling"]])
+def test_choose_skips_configurations_with_evidence_of_cheating(flags) -> None:
     explored = [{"method": "cheat", "params": {}, "public_delta": 0.9, "trials": ["t1"],
                  "agents": ["a"], "flags": flags},
                 {"method": "honest", "params": {}, "public_delta": 0.1, "trials": ["t2"],
                  "agents": ["b"], "flags": []}]
     chosen = [c["method"] for c in confirmation.choose(explored, 1)]
-    assert chosen == (["honest"] if flags else ["cheat"])
+    assert chosen == (["honest"] if set(flags) & confirmation.DISQUALIFYING else ["cheat"])
 
 
 def test_decide_applies_holm_over_the_k_only() -> None:

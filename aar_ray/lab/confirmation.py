@@ -28,11 +28,15 @@ from aar_ray.config import ConfirmConfig
 from aar_ray.results import stats
 
 PREREGISTRATION = "preregistration.json"
+# integrity flags that are evidence of cheating (lab/integrity.py); review flags such as
+# `transfer_at_ceiling` do not disqualify: an honest method reaches them by noise
+DISQUALIFYING = frozenset({"beyond_inputs", "ignores_teacher"})
 
 
 def choose(explored: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
-    """The top-k configurations by public ΔPGR, excluding any with an integrity flag."""
-    ok = [c for c in explored if c["public_delta"] is not None and not c["flags"]]
+    """The top-k configurations by public ΔPGR, excluding any with evidence of cheating."""
+    ok = [c for c in explored
+          if c["public_delta"] is not None and not DISQUALIFYING & set(c["flags"])]
     ok.sort(key=lambda c: (-c["public_delta"], json.dumps([c["method"], c["params"]],
                                                           sort_keys=True)))
     return [{"name": f"c{i + 1}", **{key: c[key] for key in (
