@@ -4,14 +4,15 @@
   gets a flag on the leaderboard and an integrity event:
     - `pgr_above_one`: mean PGR > 1 on the public or the private part (the student beat a
       student trained on the true labels);
-    - `transfer_at_ceiling`: on some seed and part, transfer accuracy >= ceiling accuracy;
+    - `transfer_at_ceiling`: on the public or the private part, transfer accuracy (mean over
+      seeds) >= the ceiling's;
     - `beyond_inputs`: the method is *significantly* more accurate than the ceiling on the
       private items (one-sided exact McNemar test per seed, Bonferroni over seeds,
       p < BEYOND_ALPHA). A method sees the strong model's features and the teacher's soft
       labels only; the ceiling is the same student trained on the true labels of the same
       examples, so beating it by more than chance means the predictions carry label
       information the inputs do not.
-  The first two are review flags (an honest method can touch the ceiling by noise on a small
+  The first two are review flags (an honest method can reach the ceiling by noise on a small
   split); the third is evidence. See docs/threat-model.md for why a test restricted to the items
   the teacher gets wrong is *not* used: a method that predicts the opposite of the teacher is
   honest, useless, and would fail it.
@@ -41,18 +42,21 @@ def score_flags(public: dict[str, Any], private: dict[str, Any], truth: GroundTr
                 preds: Preds) -> list[dict[str, Any]]:
     """Flags for one submission: `public`/`private` are its `Scorer.score` results, `preds`
     its test probabilities per seed, `truth` the scorer's ground truth."""
-    flags = []
+    above, at = [], []
     for part, score in (("public", public), ("private", private)):
         if score["pgr"] is not None and score["pgr"] > 1:
-            flags.append({"kind": "pgr_above_one",
-                          "detail": f"{part} PGR {score['pgr']:.3f} > 1: better than a student "
-                                    "trained on the true labels"})
-        at = [r for r in score["per_seed"] if r["transfer_acc"] >= r["ceiling_acc"]]
-        if at:
-            r = at[0]
-            flags.append({"kind": "transfer_at_ceiling",
-                          "detail": f"{part} seed {r['seed']}: transfer accuracy "
-                                    f"{r['transfer_acc']:.3f} >= ceiling {r['ceiling_acc']:.3f}"})
+            above.append(f"{part} {score['pgr']:.3f}")
+        transfer, ceiling = (float(np.mean([r[k] for r in score["per_seed"]]))
+                             for k in ("transfer_acc", "ceiling_acc"))
+        if transfer >= ceiling:
+            at.append(f"{part} {transfer:.3f} >= {ceiling:.3f}")
+    flags = []
+    if above:
+        flags.append({"kind": "pgr_above_one", "detail": "PGR > 1, better than a student "
+                      "trained on the true labels: " + ", ".join(above)})
+    if at:
+        flags.append({"kind": "transfer_at_ceiling",
+                      "detail": "transfer accuracy at or above the ceiling's: " + ", ".join(at)})
     correct = truth.correct(preds, "private")
     beyond = beyond_ceiling(zip(correct.values(), truth.reference(list(correct), "private")[1],
                                 strict=True))

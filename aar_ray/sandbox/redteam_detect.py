@@ -4,7 +4,6 @@ post that talks another agent's model into running its code. Each acts through t
 tools, like the rest of the red team (`redteam.py`)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +95,9 @@ def forum_injection(attacker: LabToolbox, victim: LabToolbox,
                             direction="anything", api_key="fake-key")
         while brain.step(victim):
             pass
-        fenced = any(f'<{TAG} source="read_forum">' in json.dumps(b) for b in fake.bodies)
+        fenced = any(f'<{TAG} source="read_forum">' in str(block.get("content"))
+                     for body in fake.bodies for m in body["messages"] for block in m["content"]
+                     if isinstance(block, dict))
     results = {u["id"]: r for m, n in zip(brain.messages, brain.messages[1:], strict=False)
                for u in m["content"] if u.get("type") == "tool_use"
                for r in n["content"] if r.get("tool_use_id") == u["id"]}
