@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from aar_ray.config import BudgetConfig, CampaignConfig, SettingConfig, save_campaign
+from aar_ray.config import BudgetConfig, CampaignConfig, ConfirmConfig, SettingConfig, save_campaign
 from aar_ray.lab import NAMESPACE
 from aar_ray.lab.campaign import run_campaign
 
@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 def tiny_config(small_setting, fast_student, cache_dir, root, **budget) -> CampaignConfig:
     return CampaignConfig(
+        confirm=ConfirmConfig(top_k=2, seeds=[10, 11]),
         name="tiny", setting=small_setting, student=fast_student, seeds=[0, 1], agents=3,
         budget=BudgetConfig(trials_per_agent=budget.get("trials", 3), wall_clock_s=600),
         root=str(root), cache_dir=cache_dir)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from aar_ray.config import BudgetConfig, CampaignConfig
+from aar_ray.config import BudgetConfig, CampaignConfig, ConfirmConfig
 from aar_ray.lab import NAMESPACE
 from aar_ray.lab.campaign import run_campaign
 from aar_ray.testing.cluster import local_cluster, place_on_cluster
@@ -43,7 +43,8 @@ def count(db: Path, sql: str) -> int:
 
 def test_campaign_survives_losing_a_worker_node(multinode, small_setting, fast_student,
                                                 cache_dir, tmp_path):
-    cfg = CampaignConfig(name="multinode", setting=small_setting, student=fast_student,
+    cfg = CampaignConfig(name="multinode", confirm=ConfirmConfig(top_k=2, seeds=[10, 11]),
+                         setting=small_setting, student=fast_student,
                          seeds=[0], agents=AGENTS, cache_dir=cache_dir, root=str(tmp_path),
                          budget=BudgetConfig(trials_per_agent=TRIALS, wall_clock_s=600))
     cfg.resources.agents_per_actor = 2

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from aar_ray.config import BudgetConfig, CampaignConfig, ScoringConfig, save_campaign
+from aar_ray.config import BudgetConfig, CampaignConfig, ConfirmConfig, ScoringConfig, save_campaign
 from aar_ray.observe import metrics
 from aar_ray.observe.tracking import log_trial, run_id
 from aar_ray.status import MissingActor, live_text, status
@@ -140,7 +140,8 @@ def live_campaign(connected, small_setting, fast_student, cache_dir, tmp_path_fa
     """A tiny campaign driven by `aar run` with RAY_ADDRESS set to the cluster; while it runs,
     record what `aar status` shows of the live actors and scrape the metrics port."""
     tmp = tmp_path_factory.mktemp("live")
-    cfg = CampaignConfig(name="live", setting=small_setting, student=fast_student, seeds=[0, 1],
+    cfg = CampaignConfig(name="live", confirm=ConfirmConfig(top_k=2, seeds=[10, 11]),
+                         setting=small_setting, student=fast_student, seeds=[0, 1],
                          agents=2, budget=BudgetConfig(trials_per_agent=2, wall_clock_s=300),
                          scoring=ScoringConfig(control_top_k=0),
                          root=str(tmp / "runs"), cache_dir=cache_dir)

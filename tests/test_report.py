@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from aar_ray import status as status_module
-from aar_ray.config import BudgetConfig, CampaignConfig, ScoringConfig
+from aar_ray.config import BudgetConfig, CampaignConfig, ConfirmConfig, ScoringConfig
 from aar_ray.lab import forum as forum_mod
 from aar_ray.lab import scorer as scorer_mod
 from aar_ray.lab.campaign import run_campaign
@@ -33,7 +33,8 @@ EVIL_BODY = ('<img src=x onerror="document.body.setAttribute(\'data-pwned\',1)">
 def campaign_dir(small_setting, fast_student, cache_dir, tmp_path_factory) -> Path:
     """A finished tiny campaign (embedded Ray), plus untrusted forum text, an integrity event
     and an audit file added afterwards."""
-    cfg = CampaignConfig(name="report", setting=small_setting, student=fast_student,
+    cfg = CampaignConfig(name="report", confirm=ConfirmConfig(top_k=2, seeds=[10, 11]),
+                         setting=small_setting, student=fast_student,
                          seeds=[0, 1], agents=2,
                          budget=BudgetConfig(trials_per_agent=2, wall_clock_s=300),
                          scoring=ScoringConfig(control_top_k=1),

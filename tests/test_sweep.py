@@ -11,7 +11,7 @@ import optuna
 import pytest
 import ray
 
-from aar_ray.config import BudgetConfig, CampaignConfig, ConfigError, save_campaign
+from aar_ray.config import BudgetConfig, CampaignConfig, ConfigError, ConfirmConfig, save_campaign
 from aar_ray.lab import NAMESPACE
 from aar_ray.lab.sweep import HIDDEN, METRIC, SearchSpace, public_score
 from aar_ray.observe.tracking import source
@@ -111,7 +111,8 @@ def test_sweep_sees_only_public_feedback_and_is_scored(local_ray, small_setting,
     from aar_ray.lab.campaign import new_campaign_dir, run_baseline, start_lab
     from aar_ray.lab.sweep import explore_task
 
-    cfg = CampaignConfig(name="sweep", setting=small_setting, student=fast_student,
+    cfg = CampaignConfig(name="sweep", confirm=ConfirmConfig(top_k=2, seeds=[10, 11]),
+                         setting=small_setting, student=fast_student,
                          seeds=[0, 1], agents=1, budget=BudgetConfig(trials_per_agent=3),
                          explorer="sweep", root=str(tmp_path), cache_dir=cache_dir)
     cfg.validate()

@@ -13,7 +13,7 @@ import ray
 from ray import exceptions as ray_errors
 
 from aar_ray import report, status
-from aar_ray.config import CampaignConfig, ConfigError, save_campaign
+from aar_ray.config import CampaignConfig, ConfigError, ConfirmConfig, save_campaign
 from aar_ray.errors import Refusal
 from aar_ray.lab import tools as tools_mod
 from aar_ray.lab.forum import ForumError
@@ -107,7 +107,7 @@ def test_an_internal_error_is_recorded_counted_and_shown(tmp_path, monkeypatch):
     assert json.loads(entry["args"]) == {"query": "vanilla", "limit": 5}
     assert entry["error"] == "KeyError: 'cited'"
     assert "Traceback (most recent call last)" in entry["traceback"]
-    assert "in read_forum" in entry["traceback"] and operations.headline(entry) == \
+    assert "read_forum" in entry["traceback"] and operations.headline(entry) == \
         "KeyError: 'cited'"
     assert counted == [("aar_tool_internal_errors_total", {"tool": "read_forum"})]
     [logged] = [json.loads(x) for x in (tb.workspace / "tool_calls.jsonl").read_text()
@@ -118,7 +118,7 @@ def test_an_internal_error_is_recorded_counted_and_shown(tmp_path, monkeypatch):
     assert "internal errors: 1" in text
     assert entry["id"] in text and "agent-3 read_forum: KeyError: 'cited'" in text
     html = report.render(report.load(d))
-    assert "Internal errors (1;" in html and entry["id"] in html and "in read_forum" in html
+    assert "Internal errors (1;" in html and entry["id"] in html and "read_forum" in html
 
 
 def test_transient_and_refused_calls_are_not_internal_errors(tmp_path):
@@ -196,7 +196,8 @@ def test_a_handler_bug_in_a_campaign_is_recorded_and_the_campaign_finishes(
     from aar_ray.lab import NAMESPACE
     from aar_ray.lab.campaign import run_campaign
 
-    cfg = CampaignConfig(name="bug", setting=small_setting, student=fast_student, seeds=[0, 1],
+    cfg = CampaignConfig(name="bug", confirm=ConfirmConfig(top_k=2, seeds=[10, 11]),
+                         setting=small_setting, student=fast_student, seeds=[0, 1],
                          agents=2, budget=BudgetConfig(trials_per_agent=2, wall_clock_s=600),
                          root=str(tmp_path), cache_dir=cache_dir)
     # workers cannot import this test module: ship the hook by value
