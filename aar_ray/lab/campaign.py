@@ -27,7 +27,6 @@ from aar_ray.lab.actors import ForumActor, ScorerActor, TrialQueueActor, create
 from aar_ray.lab.agent import ResearcherActor
 from aar_ray.lab.directions import DIRECTIONS
 from aar_ray.lab.store import checkpoint
-from aar_ray.lab.sweep import explore_task
 from aar_ray.results import stats
 from aar_ray.results.diversity import diversity
 
@@ -121,7 +120,6 @@ def start_lab(cfg: CampaignConfig, campaign_dir: Path, with_agents: bool = True)
     d = str(campaign_dir)
     head = placement.head(cfg)
     scorer = create("scorer", ScorerActor, d, cfg, num_gpus=cfg.resources.scorer_gpus, **head)
-    prepared = startup.prepare(scorer)  # a progress bar while it embeds
     forum = create("forum", ForumActor, d, **head)
     queue = create("trials", TrialQueueActor, d, cfg, secrets("WANDB_API_KEY"), **head)
     specs = [(f"agent-{i}", direction, i) for i, direction in enumerate(directions(cfg))
@@ -133,6 +131,9 @@ def start_lab(cfg: CampaignConfig, campaign_dir: Path, with_agents: bool = True)
         name = group[0][0] if k == 1 else f"agents-{j}-{j + len(group) - 1}"
         agents.append((create(name, ResearcherActor, group, d, cfg, secrets("ANTHROPIC_API_KEY"),
                               **placement.agents(cfg)), [g[0] for g in group]))
+    # the other actors' processes start while the scorer prepares (a progress bar while it
+    # embeds); they reach the scorer only once the campaign runs
+    prepared = startup.prepare(scorer)
     return Lab(cfg, campaign_dir, scorer, forum, queue, agents, prepared)
 
 
@@ -193,6 +194,8 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
         run_baseline(lab)
         deadline = time.time() + cfg.budget.wall_clock_s if cfg.budget.wall_clock_s else 1e12
         if cfg.explorer == "sweep":  # a Ray Tune sweep explores instead of the agents
+            from aar_ray.lab.sweep import explore_task  # Ray Tune: 2-9 s to import
+
             refs = {explore_task.remote(lab, deadline): [cfg.sweep_agent]}
         else:
             refs = {a.run.remote(deadline): names for a, names in lab.agents}

@@ -29,7 +29,7 @@ def text_key(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-CHUNK = 512  # texts embedded and cached at a time: progress to show, and work kept if stopped
+CHUNK = 512  # texts embedded at a time, so that progress can be shown
 _progress: Callable[[str, int, int], None] | None = None
 
 
@@ -52,7 +52,7 @@ class FeatureCache:
             return
         for shard in sorted(self.dir.glob("*.parquet")):
             if shard.name not in self._shards:
-                table = pq.read_table(shard)
+                table = pq.ParquetFile(shard).read()  # read_table imports pyarrow.dataset
                 keys = table.column("key").to_pylist()
                 vecs = np.stack(table.column("vec").to_numpy(zero_copy_only=False))
                 self._loaded.update(zip(keys, vecs.astype(np.float32), strict=True))
@@ -64,13 +64,16 @@ class FeatureCache:
         keys = [text_key(t) for t in texts]
         missing = sorted({k: t for k, t in zip(keys, texts, strict=True)
                           if k not in self._loaded}.items())
-        for i in range(0, len(missing), CHUNK):
-            part = missing[i:i + CHUNK]
-            vecs = np.asarray(embed([t for _, t in part]), dtype=np.float32)
-            self._write([k for k, _ in part], vecs)
-            self._loaded.update(zip((k for k, _ in part), vecs, strict=True))
-            if _progress is not None:
-                _progress(self.model, i + len(part), len(missing))
+        if missing:
+            parts = []
+            for i in range(0, len(missing), CHUNK):
+                parts.append(np.asarray(embed([t for _, t in missing[i:i + CHUNK]]),
+                                        dtype=np.float32))
+                if _progress is not None:
+                    _progress(self.model, i + len(parts[-1]), len(missing))
+            vecs = np.concatenate(parts)
+            self._write([k for k, _ in missing], vecs)  # one shard: each costs a read later
+            self._loaded.update(zip((k for k, _ in missing), vecs, strict=True))
         return np.stack([self._loaded[k] for k in keys]), len(missing)
 
     def _write(self, keys: list[str], vecs: np.ndarray) -> None:
