@@ -27,7 +27,7 @@ def _fmt(v: Any, digits: int = 2) -> str:
 
 
 def _board(entries: list[dict[str, Any]]) -> list[str]:
-    lines = [f"  {'#':>2} {'PGR':>6}  {'agent':<12} {'method':<18} params"]
+    lines = [f"  {'#':>2} {'ΔPGR':>6}  {'agent':<12} {'method':<18} params"]
     for i, b in enumerate(entries, 1):
         lines.append(f"  {i:>2} {_fmt(b['pgr']):>6}  {b['agent']:<12} {b['method']:<18} "
                      f"{json.dumps(b['params'], sort_keys=True)}")
@@ -58,12 +58,13 @@ def campaign_text(campaign_dir: str | Path, top: int = 10) -> str:
     lines = [f"campaign {d.name}  ({d})",
              "trials: " + ", ".join(f"{n} {s}" for s, n in counts.items())
              + f"   (of which {sum(t['kind'] == 'control' for t in trials)} teacher-use "
-             "controls)" + f"   integrity events: {n_events}",
+             f"controls, {sum(t['kind'] == 'confirm' for t in trials)} confirmation runs)"
+             + f"   integrity events: {n_events}",
              "",
              f"  {'agent':<12} {'trials':>6} {'done':>5} {'err':>4} {'subs':>5} {'posts':>5} "
              f"{'best shown':>10} {'tokens':>10} {'dollars':>8}"]
     for a in agents:
-        mine = [t for t in trials if t["agent"] == a and t["kind"] != "control"]
+        mine = [t for t in trials if t["agent"] == a and t["kind"] not in ("control", "confirm")]
         u = usage.get(a) or {}
         tok = total_tokens(u)
         lines.append(
@@ -73,7 +74,8 @@ def campaign_text(campaign_dir: str | Path, top: int = 10) -> str:
             f"{(f'{tok:,}' if u else '-'):>10} "
             f"{(_fmt(u.get('dollars'), 4) if u else '-'):>8}")
     total = sum((u or {}).get("dollars", 0) or 0 for u in usage.values())
-    lines += ["", f"public leaderboard (top {top}, as shown to agents):", *_board(board),
+    lines += ["", f"public leaderboard (top {top}, ΔPGR over vanilla as shown to agents):",
+              *_board(board),
               "", f"total Claude cost: ${total:.4f}"
               + ("" if any(usage.values()) else " (offline brain)"), *_operations(d)]
     return "\n".join(lines)
