@@ -208,6 +208,8 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
             if stopped is None and (stopped := over_budget(lab)):
                 for actor, _ in lab.agents:  # each agent stops after its current step
                     actor.stop.remote()
+        if cfg.explorer == "sweep":
+            ray.get(list(refs))  # a crashed sweep must fail loudly, not end with 0 trials
         if stopped is None and time.time() >= deadline:
             stopped = f"wall-clock budget ({cfg.budget.wall_clock_s:g} s of exploration)"
         ray.get(lab.queue.drain.remote())
