@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aar_ray.config import FinetuneConfig, StudentConfig
+from aar_ray.config import ConfigError, FinetuneConfig, StudentConfig
 
 if TYPE_CHECKING:
-    from aar_ray.w2s.student import LossFn
+    from aar_ray.w2s.student import EarlyStopping, LossFn
     from aar_ray.w2s.trial import StudentInputs
 
 PREDICTIONS = "predictions.npz"
@@ -49,6 +49,8 @@ class FitJob:
     weights: np.ndarray  # (n,)
     predict: dict[str, list[str]]
     loss: LossFn | None = None  # None = soft cross-entropy
+    epochs: int | None = None  # None = cfg.epochs
+    early_stopping: EarlyStopping | None = None  # scored on `texts` after every epoch
 
 
 @dataclass
@@ -144,20 +146,39 @@ def loop_config(job: FitJob) -> dict[str, Any]:
     cfg = job.cfg
     return {"model": cfg.strong_model, "n_classes": job.n_classes, "seed": job.seed,
             "texts": job.texts, "predict": job.predict, "targets": job.targets,
-            "weights": job.weights, "loss": job.loss, "lr": cfg.lr, "epochs": cfg.epochs,
+            "weights": job.weights, "loss": job.loss, "lr": cfg.lr,
+            "epochs": cfg.epochs if job.epochs is None else job.epochs,
+            "early_stopping": job.early_stopping,
             "batch_size": cfg.batch_size, "max_length": cfg.max_length, "lora_r": cfg.lora_r,
             "bf16": cfg.bf16}
 
 
+def _predict(model, tok, encode, texts: list[str], n_classes: int, bs: int, device,
+             bf16: bool) -> np.ndarray:
+    import torch
+
+    model.eval()
+    e = encode(texts)
+    out = np.zeros((len(texts), n_classes), np.float32)
+    order = np.argsort([len(ids) for ids in e["input_ids"]])  # less padding per batch
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        for i in range(0, len(texts), bs):
+            idx = order[i:i + bs].tolist()
+            logits = model(**_batches(tok, e, idx, device)).logits.float()
+            out[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
+    return out
+
+
 def train_loop(config: dict[str, Any], worker: Worker) -> None:
-    """One worker: fine-tune on (targets, weights), then rank 0 predicts and saves."""
+    """One worker: fine-tune on (targets, weights), then rank 0 predicts and saves. With early
+    stopping, rank 0 scores every epoch on the training texts and tells the other ranks."""
     import tempfile
 
     import torch
     import torch.distributed as dist
     from torch.utils.data import DistributedSampler
 
-    from aar_ray.w2s.student import soft_cross_entropy
+    from aar_ray.w2s.student import Stopper, soft_cross_entropy
 
     rank, world, device = worker.rank, worker.world, worker.device
     torch.manual_seed(config["seed"])  # same init on every rank; DDP also broadcasts rank 0's
@@ -188,11 +209,15 @@ def train_loop(config: dict[str, Any], worker: Worker) -> None:
     steps_per_epoch = -(-len(sampler) // bs)
     total = config["epochs"] * steps_per_epoch
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config["lr"])
+    stopper = Stopper(config["early_stopping"]) if config["early_stopping"] else None
+    trainable = {n: p for n, p in inner.named_parameters() if p.requires_grad}
     model.train()
     step, trained, tokens, padded, examples, losses = 0, 0, 0, 0, 0, []
+    epochs_run = best_epoch = 0
     t0 = time.perf_counter()
     for epoch in range(config["epochs"]):
         sampler.set_epoch(epoch)
+        losses = []  # of the last epoch trained
         order = list(sampler)
         for i in range(0, len(order), bs):
             idx = order[i:i + bs]
@@ -215,8 +240,25 @@ def train_loop(config: dict[str, Any], worker: Worker) -> None:
             tokens += int(batch["attention_mask"].sum())
             padded += batch["attention_mask"].numel()
             examples += len(idx)
-            if epoch == config["epochs"] - 1:
-                losses.append(float(value.detach()))
+            losses.append(float(value.detach()))
+        epochs_run = best_epoch = epoch + 1
+        if stopper is not None:
+            stop = torch.zeros(1, device=device)
+            if rank == 0:
+                probs = _predict(inner, tok, encode, config["texts"], config["n_classes"],
+                                 2 * bs, device, bf16)
+                stop[0] = float(stopper.update(epoch + 1, probs, lambda: {
+                    n: p.detach().to("cpu", copy=True) for n, p in trainable.items()}))
+                model.train()
+            if world > 1:
+                dist.broadcast(stop, 0)
+            if stop.item():
+                break
+    if stopper is not None and stopper.rule.restore_best and rank == 0:
+        with torch.no_grad():  # only rank 0 predicts and saves: the others keep their last
+            for n, p in trainable.items():
+                p.copy_(stopper.best_state[n])
+        best_epoch = stopper.best_epoch
     if on_gpu:
         torch.cuda.synchronize()
     train_s = time.perf_counter() - t0
@@ -229,24 +271,15 @@ def train_loop(config: dict[str, Any], worker: Worker) -> None:
                "world_size": world, "examples_per_s": examples / train_s,
                "tokens_per_s": tokens / train_s, "padded_tokens_per_s": padded / train_s,
                "params": n_params, "params_nonembed": n_params - n_embed,
-               "params_trainable": n_trainable,
+               "params_trainable": n_trainable, "epochs_run": epochs_run,
+               "best_epoch": best_epoch,
                "peak_gpu_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if on_gpu
                else 0.0}
     if rank != 0:
         worker.report(metrics, None)  # a barrier: every rank reports the same number of times
         return
-    inner.eval()
-    probs = {}
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        for split, texts in config["predict"].items():
-            e = encode(texts)
-            out = np.zeros((len(texts), config["n_classes"]), np.float32)
-            order = np.argsort([len(ids) for ids in e["input_ids"]])  # less padding per batch
-            for i in range(0, len(texts), 2 * bs):
-                idx = order[i:i + 2 * bs].tolist()
-                logits = inner(**_batches(tok, e, idx, device)).logits.float()
-                out[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
-            probs[split] = out
+    probs = {split: _predict(inner, tok, encode, texts, config["n_classes"], 2 * bs, device,
+                             bf16) for split, texts in config["predict"].items()}
     with tempfile.TemporaryDirectory() as d:
         np.savez(Path(d) / PREDICTIONS, **probs)
         inner.save_pretrained(Path(d) / MODEL_DIR)  # for LoRA: the adapter and trained head
@@ -262,8 +295,12 @@ def read_predictions(checkpoint_dir: str | Path) -> dict[str, np.ndarray]:
 def fine_tune(cfg: FinetuneConfig, seed: int, n_classes: int, texts: list[str],
               targets: np.ndarray, predict: dict[str, list[str]],
               weights: np.ndarray | None = None, loss: LossFn | None = None,
-              role: str = "finetune") -> FitResult:
+              role: str = "finetune", epochs: int | None = None,
+              early_stopping: EarlyStopping | None = None) -> FitResult:
     """Train `cfg.strong_model` from its initial weights on `texts` and predict `predict`."""
+    from aar_ray.w2s.student import check_fit_args
+
+    check_fit_args(epochs, early_stopping)
     n = len(texts)
     targets = np.asarray(targets, dtype=np.float32)
     weights = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)
@@ -272,7 +309,8 @@ def fine_tune(cfg: FinetuneConfig, seed: int, n_classes: int, texts: list[str],
                          f"({n}, {n_classes}) / ({n},)")
     cfg.validate("finetune")
     name = f"{role}-{cfg.strong_model}-{uuid.uuid4().hex[:10]}"
-    return run_fit(FitJob(name, cfg, seed, n_classes, texts, targets, weights, predict, loss))
+    return run_fit(FitJob(name, cfg, seed, n_classes, texts, targets, weights, predict, loss,
+                          epochs, early_stopping))
 
 
 class FinetuneStudent:
@@ -285,13 +323,17 @@ class FinetuneStudent:
         self.probs: dict[str, np.ndarray] = {}
         self.metrics: dict[str, Any] = {}
         self.checkpoint_path: str | None = None  # the trained model and predictions
+        self.epochs_run = self.best_epoch = 0
 
     def fit(self, targets: np.ndarray, weights: np.ndarray | None = None,
-            loss: LossFn | None = None) -> None:
+            loss: LossFn | None = None, *, epochs: int | None = None,
+            early_stopping: EarlyStopping | None = None) -> None:
         result = fine_tune(self.cfg, self.seed, self.n_classes, self.texts["train"], targets,
-                           self.texts, weights, loss)
+                           self.texts, weights, loss, epochs=epochs,
+                           early_stopping=early_stopping)
         self.probs, self.metrics = result.probs, result.metrics
         self.checkpoint_path = result.checkpoint_path
+        self.epochs_run, self.best_epoch = self.metrics["epochs_run"], self.metrics["best_epoch"]
 
     def predict(self, split: str) -> np.ndarray:
         if not self.probs:
@@ -305,6 +347,8 @@ class FinetuneStudents:
     Training knobs come from `FinetuneConfig` (its `batch_size` is per worker); the
     `StudentConfig` is kept for the interface only."""
 
+    mode = "finetune"
+
     def __init__(self, inputs: StudentInputs, cfg: FinetuneConfig,
                  student: StudentConfig | None = None) -> None:
         if inputs.texts_train is None or inputs.texts_test is None:
@@ -312,7 +356,13 @@ class FinetuneStudents:
         cfg.validate("finetune")
         self.inputs, self.cfg, self.student = inputs, cfg, student
         self.n_train, self.n_classes = len(inputs.texts_train), inputs.n_classes
+        self.epochs = cfg.epochs
 
     def new(self, seed_offset: int = 0) -> FinetuneStudent:
         return FinetuneStudent(self.inputs.texts_train, self.inputs.texts_test, self.n_classes,
                                self.cfg, self.inputs.seed * 1000 + seed_offset)
+
+    def features(self, split: str) -> np.ndarray:
+        raise ConfigError("features() exist in head mode only: finetune mode trains the whole "
+                          "model on texts; a method that needs frozen features must declare "
+                          "modes = (\"head\",)")

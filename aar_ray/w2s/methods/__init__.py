@@ -5,7 +5,9 @@ parameters with ranges, from which validation, the JSON schema agents see (`desc
 and the CLI help all come.
 
 A method gets the weak soft labels on the unlabelled split and a factory of fresh students —
-never ground truth — and returns the student's class probabilities on the test split.
+never ground truth — and returns the student's class probabilities on the test split. It may set
+each student's training length and early stopping (`Student.fit`), and declares the student
+modes it supports (`modes`), checked before any training starts. docs/methods.md walks through it.
 """
 from __future__ import annotations
 
@@ -14,15 +16,18 @@ import hashlib
 import inspect
 import math
 import sys
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from aar_ray.config import ConfigError
+from aar_ray.config import ConfigError, StudentConfig
 from aar_ray.registry import METHODS
 from aar_ray.w2s.student import StudentFactory
+
+MODES: tuple[str, ...] = typing.get_args(typing.get_type_hints(StudentConfig)["mode"])
 
 
 @dataclass
@@ -30,6 +35,22 @@ class MethodContext:
     weak: np.ndarray  # (n_train, C) the teacher's soft labels on the unlabelled split
     students: StudentFactory
     rng: np.random.Generator
+
+    def hold_out(self, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+        """Set aside a random `fraction` of the weak-labelled examples for validation:
+        returns (weights for `fit`, 0 on the held-out examples; the held-out indices)."""
+        n = self.students.n_train
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) \
+                or not 0 < fraction < 1:
+            raise ConfigError(f"hold_out(fraction={fraction!r}): must be in (0, 1)")
+        k = int(round(fraction * n))
+        if not 1 <= k < n:
+            raise ConfigError(f"hold_out(fraction={fraction}): holds out {k} of {n} examples; "
+                              "at least one must be held out and one kept")
+        held = np.sort(self.rng.permutation(n)[:k])
+        weights = np.ones(n, dtype=np.float32)
+        weights[held] = 0.0
+        return weights, held
 
 
 @dataclass
@@ -44,10 +65,13 @@ def param(default: Any, *, lo: float | None = None, hi: float | None = None,
 
 
 class Method(ABC):
-    """Subclass, set `name`, `tags` and a `Params` dataclass, and implement `run`."""
+    """Subclass, set `name`, `tags` and a `Params` dataclass, and implement `run`. A method
+    that cannot run in every student mode (e.g. it reads `ctx.students.features`, which only
+    head mode has) lists the ones it supports in `modes`."""
 
     name: ClassVar[str]
     tags: ClassVar[tuple[str, ...]] = ()
+    modes: ClassVar[tuple[str, ...]] = MODES
     Params: ClassVar[type] = NoParams
 
     def __init__(self, params: Any) -> None:
@@ -64,6 +88,17 @@ class Method(ABC):
 
 def register(cls: type[Method]) -> type[Method]:
     return METHODS.register(cls.name)(cls)
+
+
+def check_mode(method: type[Method] | Method, mode: str) -> None:
+    """Refuse a method in a student mode it does not support, before anything trains."""
+    modes = method.modes
+    if not modes or not set(modes) <= set(MODES):
+        raise ConfigError(f"method {method.name}: modes {modes!r} must be a non-empty subset "
+                          f"of {list(MODES)}")
+    if mode not in modes:
+        raise ConfigError(f"method {method.name} does not support student mode {mode!r}; it "
+                          f"runs in {list(modes)} (student.mode)")
 
 
 _TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
@@ -123,8 +158,12 @@ def build_params(method: type[Method], raw: dict[str, Any] | None) -> Any:
     return method.Params(**values)
 
 
-def make_method(name: str, params: dict[str, Any] | None = None) -> Method:
+def make_method(name: str, params: dict[str, Any] | None = None,
+                mode: str | None = None) -> Method:
+    """A validated method; with `mode`, also refuse a student mode it does not support."""
     cls = METHODS.get(name)
+    if mode is not None:
+        check_mode(cls, mode)
     return cls(build_params(cls, params))
 
 
@@ -138,5 +177,5 @@ def code_hash(name: str) -> str:
 def describe(name: str) -> dict[str, Any]:
     cls = METHODS.get(name)
     return {"name": cls.name, "summary": cls.summary(), "tags": list(cls.tags),
-            "params": params_schema(cls)}
+            "modes": list(cls.modes), "params": params_schema(cls)}
 
