@@ -44,8 +44,8 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def trial_config(args: argparse.Namespace):
-    """`aar trial`'s TrialConfig: the setting, seeds and student of a campaign config (by
-    default the default campaign's, so that its numbers match that campaign's board), with
+    """`aar trial`'s TrialConfig: the setting, student and trial seeds of a campaign config
+    (by default the default campaign's, so that its numbers match that campaign's board), with
     whichever flags were given on top."""
     from dataclasses import replace
 
@@ -60,7 +60,7 @@ def trial_config(args: argparse.Namespace):
     student = replace(base.student, **_given(mode=args.mode, hidden=args.hidden,
                                              epochs=args.epochs))
     student.validate("trial.student")
-    seeds = parse_seeds(args.seeds) if args.seeds is not None else list(base.seeds)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else base.default_trial_seeds()
     return TrialConfig(setting, args.method, parse_params(args.param), seeds, student,
                        base.finetune)
 
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", default="vanilla", help=f"one of {METHODS.names()}")
     t.add_argument("--param", action="append", default=[], metavar="K=V",
                    help="method parameter (repeatable); see `aar methods`")
-    t.add_argument("--seeds", help="comma-separated")
+    t.add_argument("--seeds", help="comma-separated (default: the campaign's trial seeds)")
     t.add_argument("--mode", choices=["head", "finetune"])
     t.add_argument("--hidden", type=int, help="student head width (0 = linear)")
     t.add_argument("--epochs", type=int, help="student epochs")

@@ -218,7 +218,7 @@ def test_aar_trial_defaults_are_the_default_campaigns():
     base = load_campaign(DEFAULT_CAMPAIGN)
     cfg = trial_config(build_parser().parse_args(["trial"]))
     assert (cfg.setting, cfg.seeds, cfg.student, cfg.finetune) == (
-        base.setting, base.seeds, base.student, base.finetune)
+        base.setting, base.default_trial_seeds(), base.student, base.finetune)
     cfg = trial_config(build_parser().parse_args(
         ["trial", "--max-examples", "500", "--hidden", "0", "--seeds", "3,4"]))
     assert (cfg.setting.max_examples, cfg.setting.task, cfg.student.hidden, cfg.student.epochs,
