@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from aar_ray.config import ConfigError, FinetuneConfig, StudentConfig
-from aar_ray.w2s.methods import Method, MethodContext, describe, make_method, register
+from aar_ray.w2s.methods import Method, MethodContext, catalog, describe, make_method, register
 from aar_ray.w2s.student import EarlyStopping, HeadStudents, one_hot, soft_cross_entropy
 from aar_ray.w2s.trial import StudentInputs, run_method, run_method_instance
 
@@ -162,6 +162,9 @@ def test_linear_probe_is_linear_and_regularised():
 def test_modes_are_checked_before_anything_trains():
     assert describe("linear_probe")["modes"] == ["head"]
     assert describe("vanilla")["modes"] == ["head", "finetune"]
+    # what agents and sweeps choose from: only methods that run in the campaign's mode
+    assert "linear_probe" not in catalog("finetune") and "vanilla" in catalog("finetune")
+    assert set(catalog("head")) == set(catalog()) >= {"linear_probe", "early_stopping"}
     with pytest.raises(ConfigError, match=r"method linear_probe does not support student mode "
                                           r"'finetune'; it runs in \['head'\]"):
         make_method("linear_probe", None, "finetune")

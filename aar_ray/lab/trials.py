@@ -185,11 +185,11 @@ class TrialQueue:
                 "available_seeds": list(allowed)}
 
     async def method_catalog(self) -> dict[str, dict[str, Any]]:
-        """Every built-in method's description and parameter schema. Agents read the catalog
-        from here so that their processes never import torch (≈ 55 MB instead of ≈ 200 MB)."""
-        from aar_ray.w2s.methods import METHODS, describe
+        """The built-in methods that run in this campaign's student mode, described. Agents
+        read it here so that their processes never import torch (≈ 55 MB, not ≈ 200 MB)."""
+        from aar_ray.w2s.methods import catalog
 
-        return {name: describe(name) for name in METHODS.names()}
+        return catalog(self.cfg.student.mode)
 
     async def slots(self) -> int:
         """How many trials run at once: a sweep keeps this many configurations in flight."""

@@ -179,3 +179,8 @@ def describe(name: str) -> dict[str, Any]:
     return {"name": cls.name, "summary": cls.summary(), "tags": list(cls.tags),
             "modes": list(cls.modes), "params": params_schema(cls)}
 
+
+def catalog(mode: str | None = None) -> dict[str, dict[str, Any]]:
+    """Every registered method (that runs in student `mode`, if given), described."""
+    described = {name: describe(name) for name in METHODS.names()}
+    return {n: d for n, d in described.items() if mode is None or mode in d["modes"]}
