@@ -15,8 +15,9 @@ import pytest
 from aar_ray import train
 from aar_ray.config import ConfigError, FinetuneConfig, StudentConfig
 from aar_ray.w2s.finetune import MODEL_DIR, PREDICTIONS, FinetuneStudents
+from aar_ray.w2s.student import StudentInputs
 from aar_ray.w2s.tasks import load_task
-from aar_ray.w2s.trial import StudentInputs, run_method
+from aar_ray.w2s.trial import run_method
 
 GPU_SMOKE = Path(__file__).resolve().parents[1] / "jobs" / "gpu_smoke.py"
 

@@ -319,7 +319,7 @@ def test_redteam_isolation_attacks_fail_through_run_any(tmp_path, name):
     import sysconfig as sc
 
     from aar_ray.config import CampaignConfig
-    from aar_ray.w2s.trial import StudentInputs
+    from aar_ray.w2s.student import StudentInputs
 
     (tmp_path / "scorer.sqlite").write_bytes(b"SQLite format 3\x00" + bytes(64))
     (tmp_path / "cache" / "teacher").mkdir(parents=True)

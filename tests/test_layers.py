@@ -7,8 +7,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "aar_ray"
 
@@ -27,27 +25,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("aar_ray.lab",),
     ("aar_ray.results.rerun", "aar_ray.results.compare", "aar_ray.sandbox.redteam",
      "aar_ray.sandbox.redteam_detect", "aar_ray.sandbox.redteam_isolation",
+     "aar_ray.sandbox.redteam_kit",
      "aar_ray.testing.cluster", "aar_ray.bench", "aar_ray.cli",
      "aar_ray.report", "aar_ray.status", "aar_ray.cluster_config", "aar_ray"),
 ]
 SCIENCE_MAY_NOT_IMPORT = ("ray", "aar_ray.lab", "aar_ray.brains", "aar_ray.sandbox",
                           "aar_ray.results", "aar_ray.observe", "aar_ray.cli", "aar_ray.train")
-# Edges of work in flight elsewhere; each xfail below names one, to be removed when it lands.
-IN_FLIGHT = {
-    ("aar_ray.w2s.finetune", "aar_ray.w2s.trial"): "Ray Train launcher move (issue 16): "
-    "finetune and trial import each other",
-    ("aar_ray.sandbox.redteam_isolation", "aar_ray.sandbox.redteam"): "red team (issue 11): "
-    "redteam imports its isolation rows, which import redteam",
-    ("aar_ray.sandbox.redteam_detect", "aar_ray.sandbox.redteam"): "red team (issue 11): "
-    "redteam imports its detection rows, which import redteam",
-    ("aar_ray.results.leaderboard", "aar_ray.lab.scorer"): "one PGR estimator (lead): the "
-    "leaderboard reads the scorer, which annotates its board with the leaderboard",
-}
-IN_FLIGHT_PRIVATE = {  # (importer, name): why it is still there
-    ("aar_ray.sandbox.redteam_detect", "_run"): "red team (issue 11)",
-    ("aar_ray.sandbox.redteam_isolation", "_run"): "red team (issue 11)",
-    ("aar_ray.results.rerun", "_unpack"): "the scorer's public API (lead)",
-}
 
 
 def module_name(path: Path) -> str:
@@ -134,10 +117,6 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
-def without_in_flight(edges: dict[str, set[str]]) -> dict[str, set[str]]:
-    return {m: {d for d in ds if (m, d) not in IN_FLIGHT} for m, ds in edges.items()}
-
-
 def test_the_graph_reader_sees_every_kind_of_import(tmp_path):
     edges = graph()
     assert "aar_ray.registry" in edges["aar_ray.config"]  # module level
@@ -149,16 +128,7 @@ def test_the_graph_reader_sees_every_kind_of_import(tmp_path):
 
 
 def test_no_import_circles():
-    assert cycles(without_in_flight(graph())) == []
-
-
-@pytest.mark.parametrize("edge", sorted(IN_FLIGHT))
-def test_in_flight_edges_are_gone(edge):
-    a, b = edge
-    edges = graph()
-    if b in edges.get(a, ()) and a in edges.get(b, ()):
-        pytest.xfail(IN_FLIGHT[edge])
-    assert cycles({m: ds for m, ds in edges.items() if m in edge}) == []
+    assert cycles(graph()) == []
 
 
 def test_the_science_imports_neither_ray_nor_the_lab():
@@ -169,7 +139,7 @@ def test_the_science_imports_neither_ray_nor_the_lab():
 
 
 def test_imports_only_go_down_the_layers():
-    edges = without_in_flight(graph())
+    edges = graph()
     up = sorted(f"{m} (layer {layer(m)}) -> {d} (layer {layer(d)})"
                 for m, ds in edges.items() for d in ds
                 if d.startswith("aar_ray") and layer(d) > layer(m))
@@ -189,10 +159,4 @@ def private_imports() -> set[tuple[str, str]]:
 
 
 def test_no_module_imports_another_modules_private_names():
-    assert sorted(private_imports() - set(IN_FLIGHT_PRIVATE)) == []
-
-
-@pytest.mark.parametrize("found", sorted(IN_FLIGHT_PRIVATE))
-def test_in_flight_private_imports_are_gone(found):
-    if found in private_imports():
-        pytest.xfail(IN_FLIGHT_PRIVATE[found])
+    assert sorted(private_imports()) == []

@@ -11,8 +11,14 @@ import torch
 
 from aar_ray.config import ConfigError, FinetuneConfig, StudentConfig
 from aar_ray.w2s.methods import Method, MethodContext, catalog, describe, make_method, register
-from aar_ray.w2s.student import EarlyStopping, HeadStudents, one_hot, soft_cross_entropy
-from aar_ray.w2s.trial import StudentInputs, run_method, run_method_instance
+from aar_ray.w2s.student import (
+    EarlyStopping,
+    HeadStudents,
+    StudentInputs,
+    one_hot,
+    soft_cross_entropy,
+)
+from aar_ray.w2s.trial import run_method, run_method_instance
 
 CFG = StudentConfig(hidden=128, epochs=10, lr=3e-3, batch_size=64)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from aar_ray.brains.base import Toolbox, ToolResult
+from aar_ray.brains.base import Toolbox
 from aar_ray.brains.compositions import COMPOSITIONS
 from aar_ray.config import BudgetConfig
 
@@ -86,9 +86,9 @@ class OfflineBrain:
     # ---- phases ------------------------------------------------------------------------------
 
     def _start(self, tools: Toolbox) -> bool:
-        listed = _json(tools.call("list_methods", {})) or []
+        listed = tools.call("list_methods", {}).data() or []
         for m in listed:
-            d = _json(tools.call("describe_method", {"name": m["name"]}))
+            d = tools.call("describe_method", {"name": m["name"]}).data()
             if not d:
                 continue
             self._know(m["name"], d["params"], " ".join([d["name"], d["summary"], *d["tags"]]))
@@ -120,7 +120,7 @@ class OfflineBrain:
             method, params = self._choose(tools)
         args = {"method": method, "params": params, **({"seeds": seeds} if seeds else {})}
         out = tools.call("run_trial", args)
-        data = _json(out)
+        data = out.data()
         if out.is_error or not data:
             if "budget" in out.content:
                 self.r.started = self.budget.trials_per_agent
@@ -141,7 +141,7 @@ class OfflineBrain:
         name = max(sorted(COMPOSITIONS), key=lambda n: (
             len(mine & words(COMPOSITIONS[n]["summary"])), self.rng.random()))
         spec = COMPOSITIONS[name]
-        out = _json(tools.call("write_method", {"name": name, "code": spec["source"]}))
+        out = tools.call("write_method", {"name": name, "code": spec["source"]}).data()
         if not out:
             return self._choose(tools)
         self._know(out["method"], {"properties": spec["properties"]}, spec["summary"])
@@ -150,7 +150,8 @@ class OfflineBrain:
 
     def _follow_up(self, tools: Toolbox) -> bool:
         p = self.r.pending
-        st = _json(tools.call("trial_status", {"trial_id": p["trial_id"], "wait_s": self.wait_s}))
+        st = tools.call("trial_status",
+                        {"trial_id": p["trial_id"], "wait_s": self.wait_s}).data()
         if not st or st["status"] in ("queued", "running"):
             return True
         self.r.pending = None
@@ -161,7 +162,7 @@ class OfflineBrain:
                                         f"{json.dumps(p['params'])}) failed: {st['error']}",
                                 "tags": [p["method"][:40]]})
             return True
-        fb = _json(tools.call("submit", {"trial_id": p["trial_id"]})) or {}
+        fb = tools.call("submit", {"trial_id": p["trial_id"]}).data() or {}
         delta, replicated = fb.get("public_delta"), fb.get("replicated")
         self.r.results.append({**p, "delta": delta, "replicated": replicated})
         # (1+1)-ES step size: widen after a success or when nothing changed, narrow after a miss
@@ -205,8 +206,8 @@ class OfflineBrain:
     def _forum_incumbents(self, tools: Toolbox) -> list[dict[str, Any]]:
         """Configurations to build on from the forum: those that replicated
         (migration), and none that only one lucky run supports."""
-        posts = _json(tools.call("read_forum", {"tag": "replicated", "sort": "top",
-                                                "limit": 10})) or []
+        posts = tools.call("read_forum", {"tag": "replicated", "sort": "top",
+                                          "limit": 10}).data() or []
         return [{"method": c["method"], "params": c["params"]}
                 for post in posts for c in post.get("cited", [])
                 if c.get("replicated") and c.get("method") in self.r.schemas]
@@ -255,12 +256,3 @@ class OfflineBrain:
             elif self.rng.random() < self.r.sigma:
                 out[k] = self._draw(spec)
         return out
-
-
-def _json(result: ToolResult) -> Any:
-    if result.is_error:
-        return None
-    try:
-        return json.loads(result.content)
-    except json.JSONDecodeError:
-        return None

@@ -21,7 +21,7 @@ from aar_ray.lab import integrity
 from aar_ray.lab.store import Store, dumps
 from aar_ray.lab.truth import GroundTruth, Preds
 from aar_ray.observe import metrics
-from aar_ray.w2s.trial import StudentInputs
+from aar_ray.w2s.student import StudentInputs
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS recorded (

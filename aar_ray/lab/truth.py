@@ -18,7 +18,8 @@ import numpy as np
 from aar_ray.config import CampaignConfig
 from aar_ray.results import stats
 from aar_ray.w2s import pgr
-from aar_ray.w2s.trial import Setting, StudentInputs, ceiling, student_inputs, teacher
+from aar_ray.w2s.student import StudentInputs
+from aar_ray.w2s.trial import Setting, ceiling, student_inputs, teacher
 
 Preds = dict[int, np.ndarray]  # seed -> (n_test, C) probabilities
 

@@ -14,7 +14,7 @@ from aar_ray.brains.untrusted import TAG
 from aar_ray.config import BudgetConfig, CampaignConfig, ClaudeConfig
 from aar_ray.lab.tools import LabToolbox
 from aar_ray.results import records
-from aar_ray.sandbox.redteam import HEADER, _run
+from aar_ray.sandbox.redteam_kit import HEADER, run_trial
 from aar_ray.testing.fake_anthropic import FakeAnthropic
 from aar_ray.testing.injected import obedient_policy
 
@@ -30,7 +30,7 @@ def error_exfiltration(tools: LabToolbox, campaign_dir: Path) -> dict[str, Any]:
     path-free line of it."""
     code = f"CAMPAIGN = {str(campaign_dir)!r}\n" + HEADER + LEAK
     tools.call("write_method", {"name": "leak", "code": code})
-    st = _run(tools, f"custom:{tools.agent_id}/leak")
+    st = run_trial(tools, f"custom:{tools.agent_id}/leak")
     seen = st.get("error") or ""
     full = next((t["error"] or "" for t in records.queued_trials(campaign_dir)
                  if t["trial_id"] == st["trial_id"]), "")
@@ -56,7 +56,7 @@ def label_thief(tools: LabToolbox, lab: Any, cfg: CampaignConfig,
     if out.is_error:
         return {"attack": "method returns the true labels (simulated theft)",
                 "outcome": "NOT RUN", "detail": out.content[:90]}
-    st = _run(tools, f"custom:{tools.agent_id}/steal", seeds=[seed])
+    st = run_trial(tools, f"custom:{tools.agent_id}/steal", seeds=[seed])
     tools.call("submit", {"trial_id": st["trial_id"]})
     ray.get(lab.queue.drain.remote())
     entry = next(e for e in ray.get(lab.scorer.leaderboard.remote("private", 1000))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from aar_ray.lab.tools import LabToolbox
-from aar_ray.sandbox.redteam import HEADER, _run
+from aar_ray.sandbox.redteam_kit import HEADER, run_trial
 
 DONE = "        return np.full((n, 2), 0.5)\n"
 ATTACKS = {
@@ -63,7 +63,7 @@ def rows(agent: Any, cfg: Any, campaign_dir: Path) -> list[dict[str, Any]]:
     for name, (label, body) in ATTACKS.items():
         tools: LabToolbox = agent(name)
         tools.call("write_method", {"name": name, "code": consts + HEADER + body + DONE})
-        st = _run(tools, f"custom:{tools.agent_id}/{name}")
+        st = run_trial(tools, f"custom:{tools.agent_id}/{name}")
         error = st.get("error") or ""
         outcome = "NOT STOPPED" if st["status"] != "error" else \
             "flagged" if "SandboxViolation" in error else "blocked"

@@ -21,8 +21,7 @@ import numpy as np
 from aar_ray.config import ConfigError, FinetuneConfig, StudentConfig
 
 if TYPE_CHECKING:
-    from aar_ray.w2s.student import EarlyStopping, LossFn
-    from aar_ray.w2s.trial import StudentInputs
+    from aar_ray.w2s.student import EarlyStopping, LossFn, StudentInputs
 
 PREDICTIONS = "predictions.npz"
 MODEL_DIR = "model"

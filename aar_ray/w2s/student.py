@@ -109,6 +109,20 @@ def weak_agreement(weak: np.ndarray, idx: np.ndarray) -> Criterion:
     return lambda probs: float((np.asarray(probs)[idx].argmax(axis=1) == target).mean())
 
 
+@dataclass(frozen=True)
+class StudentInputs:
+    """Everything a trial worker may see for one seed: no ground truth."""
+
+    seed: int
+    n_classes: int
+    weak: np.ndarray  # (n_train, C) teacher's soft labels on the unlabelled split
+    x_train: np.ndarray | None = None  # head mode: frozen strong features
+    x_test: np.ndarray | None = None
+    texts_train: list[str] | None = None  # finetune mode: raw texts
+    texts_test: list[str] | None = None
+    model: str = ""  # the strong model these inputs are for (finetune mode loads it)
+
+
 class Student(Protocol):
     epochs_run: int  # epochs the last fit trained (fewer than asked when it stopped early)
     best_epoch: int  # the epoch whose weights the student keeps

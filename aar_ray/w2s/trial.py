@@ -21,24 +21,10 @@ from aar_ray.config import FinetuneConfig, SettingConfig, StudentConfig
 from aar_ray.w2s import features, pgr
 from aar_ray.w2s.methods import Method, MethodContext, check_mode, make_method
 from aar_ray.w2s.models import MODELS
-from aar_ray.w2s.student import HeadStudents, one_hot
+from aar_ray.w2s.student import HeadStudents, StudentInputs, one_hot
 from aar_ray.w2s.tasks import SPLITS_VERSION, TASKS, Splits, TaskData, load_task, make_splits
 
 TEACHER_VERSION = 1  # bump when the teacher's training changes: invalidates cached weak labels
-
-
-@dataclass(frozen=True)
-class StudentInputs:
-    """Everything a trial worker may see for one seed: no ground truth."""
-
-    seed: int
-    n_classes: int
-    weak: np.ndarray  # (n_train, C) teacher's soft labels on the unlabelled split
-    x_train: np.ndarray | None = None  # head mode: frozen strong features
-    x_test: np.ndarray | None = None
-    texts_train: list[str] | None = None  # finetune mode: raw texts
-    texts_test: list[str] | None = None
-    model: str = ""  # the strong model these inputs are for (finetune mode loads it)
 
 
 @dataclass
