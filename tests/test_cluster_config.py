@@ -249,6 +249,8 @@ def test_rayjob_non_string_env_var_is_rejected(tmp_path):
 def test_moved_private_api_gives_a_clear_error():
     with pytest.raises(RayApiMovedError, match=r"no_such_function is not available in Ray"):
         ray_private("ray.autoscaler._private.util", "no_such_function")
+    with pytest.raises(RayApiMovedError, match=r"private Ray API"):
+        ray_private("ray.autoscaler._private.no_such_module", "validate_config")
 
 
 # --------------------------------------------------------------------------- launchability
@@ -316,5 +318,3 @@ def test_ray_train_storage_is_shared_by_every_node_at_one_path():
     assert f"-v {STORAGE}:{STORAGE}" in config["docker"]["run_options"]
     assert not any("initialization_commands" in t or "docker" in t
                    for t in config["available_node_types"].values())
-    with pytest.raises(RayApiMovedError, match=r"private Ray API"):
-        ray_private("ray.autoscaler._private.no_such_module", "validate_config")

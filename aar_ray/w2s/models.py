@@ -1,6 +1,6 @@
 """Model specs by name: how to turn texts into features (head mode) or load a trainable model
-(finetune mode). Packaged models load offline from site-packages; hub models load by id where
-there is internet (the GPU config), and the tests build tiny random ones from a config."""
+(finetune mode). Packaged models load offline from site-packages; hub models load by id at a
+pinned commit (the GPU config), and tests and the GPU smoke test build random ones from a config."""
 from __future__ import annotations
 
 import functools
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from aar_ray.registry import MODELS
-from aar_ray.w2s.pinning import verify_sha256
+from aar_ray.w2s.pinning import check_loaded_revision, check_revision, verify_sha256
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,10 @@ class ModelSpec:
     embed: Callable[[list[str]], Any] | None  # texts -> (n, d) features; None: finetune only
     cacheable: bool = True  # dense per-text features worth caching on disk
     hf_path: Callable[[], str] | None = None  # a local dir or hub id for finetune mode
-    tiny_config: Callable[[], Any] | None = None  # a random tiny model of the same architecture
+    # random weights of an architecture, built from a config with no download (tiny ones for
+    # CPU tests, real sizes for the GPU smoke test); hf_path then only supplies the tokenizer
+    random_config: Callable[[], Any] | None = None
+    revision: str | None = None  # the hub commit every load of a hub id is pinned to
 
 
 
@@ -81,7 +84,8 @@ def minilm_path() -> str:
 
 
 @functools.cache
-def _encoder(path: str, layers: int, config_fn: Callable[[], Any] | None = None):
+def _encoder(path: str, layers: int, config_fn: Callable[[], Any] | None = None,
+             revision: str | None = None):
     """Tokenizer and model, on the GPU when there is one. With `config_fn`: random weights of
     that architecture (seeded), so CPU tests run the exact code path of a hub model."""
     import torch
@@ -89,14 +93,16 @@ def _encoder(path: str, layers: int, config_fn: Callable[[], Any] | None = None)
 
     if os.path.isdir(path):  # a packaged model: never ask the hub about it
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    tok = AutoTokenizer.from_pretrained(path)
+    pin = check_revision(path, revision)
+    tok = AutoTokenizer.from_pretrained(path, **pin)
     # right padding: a decoder's real tokens keep positions 0..n-1 and never attend to padding,
     # so a text's features do not depend on its batch; Qwen tokenizers may lack a pad token
     tok.padding_side = "right"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     if config_fn is None:
-        model = AutoModel.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, **pin)
+        check_loaded_revision(path, revision, getattr(model.config, "_commit_hash", None))
     else:
         with torch.random.fork_rng():
             torch.manual_seed(0)
@@ -110,13 +116,13 @@ def _encoder(path: str, layers: int, config_fn: Callable[[], Any] | None = None)
 
 
 def sentence_embedder(path_fn: Callable[[], str], layers: int = 0, max_length: int = 128,
-                      batch_size: int = 64, config_fn: Callable[[], Any] | None = None
-                      ) -> Callable[[list[str]], np.ndarray]:
+                      batch_size: int = 64, config_fn: Callable[[], Any] | None = None,
+                      revision: str | None = None) -> Callable[[list[str]], np.ndarray]:
     """Mean-pooled, L2-normalised last hidden states of an encoder or a decoder."""
     def embed(texts: list[str]) -> np.ndarray:
         import torch
 
-        tok, model = _encoder(path_fn(), layers, config_fn)
+        tok, model = _encoder(path_fn(), layers, config_fn, revision)
         out = np.zeros((len(texts), model.config.hidden_size), np.float32)
         order = np.argsort([len(t) for t in texts])  # similar lengths per batch: less padding
         with torch.inference_mode():
@@ -133,14 +139,46 @@ def sentence_embedder(path_fn: Callable[[], str], layers: int = 0, max_length: i
     return embed
 
 
-# ---- Qwen (the seed's pair; GPU clusters) and a tiny random stand-in for CPU tests ---------
+# ---- Qwen (the seed's pair; GPU clusters) and random stand-ins built from configs ----------
 
-def _tiny_qwen3_config():
-    from transformers import Qwen3Config
+# Hub commits every load is pinned to, read from the snapshot folders
+# (models--Qwen--Qwen3-4B-Base/snapshots/<commit>) of public checkouts; not checked against the
+# hub from here (no internet). A moved pin fails at load time, see pinning.check_revision.
+HUB_MODELS = {
+    "qwen1.5-0.5b-chat": ("Qwen/Qwen1.5-0.5B-Chat", "4d14e384a4b037942bb3f3016665157c8bcb70ea"),
+    "qwen3-4b-base": ("Qwen/Qwen3-4B-Base", "906bfd4b4dc7f14ee4320094d8b41684abff8539"),
+    "qwen3-1.7b-base": ("Qwen/Qwen3-1.7B-Base", "ea980cb0a6c2ae4b936e82123acc929f1cec04c1"),
+}
 
-    return Qwen3Config(vocab_size=30522, hidden_size=64, intermediate_size=128,
-                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                       head_dim=16, max_position_embeddings=512, pad_token_id=0)
+
+def _qwen_config(kind: str, **sizes: Any):
+    import transformers
+
+    return getattr(transformers, kind)(**sizes)
+
+
+# Tiny models read MiniLM's tokenizer (hf_path below): the vocabulary matches it.
+_TINY = dict(vocab_size=30522, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+             pad_token_id=0)
+_tiny_qwen3_config = functools.partial(_qwen_config, "Qwen3Config", head_dim=16, **_TINY)
+_tiny_qwen2_config = functools.partial(_qwen_config, "Qwen2Config", **_TINY)  # Qwen1.5's arch
+# The seed's pair at their real sizes (the hub's config.json), for speed and memory on a GPU
+# with no internet: Qwen1.5-0.5B is a Qwen2 architecture; both tie input and output embeddings.
+_QWEN = dict(vocab_size=151936, max_position_embeddings=32768, rope_theta=1e6,
+             tie_word_embeddings=True, rms_norm_eps=1e-6)
+_qwen15_05b_config = functools.partial(
+    _qwen_config, "Qwen2Config", hidden_size=1024, intermediate_size=2816, num_hidden_layers=24,
+    num_attention_heads=16, num_key_value_heads=16, **_QWEN)
+_qwen3_4b_config = functools.partial(
+    _qwen_config, "Qwen3Config", hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
+    num_attention_heads=32, num_key_value_heads=8, head_dim=128, **_QWEN)
+
+
+def _hub(name: str, description: str, embed: Callable[[list[str]], Any] | None = None
+         ) -> ModelSpec:
+    repo, revision = HUB_MODELS[name]
+    return ModelSpec(name, description, embed, hf_path=lambda: repo, revision=revision)
 
 
 MODELS.add("glove50", ModelSpec("glove50", "GloVe 6B 50-d word vectors, averaged (weak)",
@@ -151,17 +189,26 @@ MODELS.add("minilm", ModelSpec("minilm", "all-MiniLM-L6-v2, 22M params (strong d
                                sentence_embedder(minilm_path), hf_path=minilm_path))
 MODELS.add("minilm_l1", ModelSpec("minilm_l1", "all-MiniLM-L6-v2 cut to its first layer (weak)",
                                   sentence_embedder(minilm_path, layers=1)))
-MODELS.add("qwen1.5-0.5b-chat", ModelSpec(
-    "qwen1.5-0.5b-chat", "the seed's weak teacher (hub): mean-pooled last hidden states",
-    sentence_embedder(lambda: "Qwen/Qwen1.5-0.5B-Chat", max_length=512, batch_size=16),
-    hf_path=lambda: "Qwen/Qwen1.5-0.5B-Chat"))
-MODELS.add("qwen3-4b-base", ModelSpec("qwen3-4b-base", "the seed's strong student (hub)", None,
-                                      hf_path=lambda: "Qwen/Qwen3-4B-Base"))
-MODELS.add("qwen3-1.7b-base", ModelSpec("qwen3-1.7b-base", "a second strong student (hub; "
-                                        "held-out model pair)", None,
-                                        hf_path=lambda: "Qwen/Qwen3-1.7B-Base"))
+MODELS.add("qwen1.5-0.5b-chat", _hub(
+    "qwen1.5-0.5b-chat", "the seed's weak teacher (hub): fine-tuned, or its mean-pooled last "
+    "hidden states probed", sentence_embedder(lambda: HUB_MODELS["qwen1.5-0.5b-chat"][0],
+                                              max_length=512, batch_size=16,
+                                              revision=HUB_MODELS["qwen1.5-0.5b-chat"][1])))
+MODELS.add("qwen3-4b-base", _hub("qwen3-4b-base", "the seed's strong student (hub)"))
+MODELS.add("qwen3-1.7b-base", _hub("qwen3-1.7b-base",
+                                   "a second strong student (hub; held-out model pair)"))
 MODELS.add("tiny-qwen3", ModelSpec("tiny-qwen3", "random 2-layer Qwen3 from a config (tests)",
-                                   None, hf_path=minilm_path, tiny_config=_tiny_qwen3_config))
+                                   None, hf_path=minilm_path, random_config=_tiny_qwen3_config))
+MODELS.add("tiny-qwen2", ModelSpec(
+    "tiny-qwen2", "random 2-layer Qwen2 (Qwen1.5's architecture) from a config: the weak "
+    "model in CPU tests of the GPU recipe", None, hf_path=minilm_path,
+    random_config=_tiny_qwen2_config))
+MODELS.add("random-qwen1.5-0.5b", ModelSpec(
+    "random-qwen1.5-0.5b", "Qwen1.5-0.5B's architecture and size, random weights (GPU smoke "
+    "test, no download)", None, hf_path=minilm_path, random_config=_qwen15_05b_config))
+MODELS.add("random-qwen3-4b", ModelSpec(
+    "random-qwen3-4b", "Qwen3-4B's architecture and size, random weights (GPU smoke test, no "
+    "download)", None, hf_path=minilm_path, random_config=_qwen3_4b_config))
 # the weak teacher's code path (a decoder's features) on the tiny random Qwen3, for CPU tests
 MODELS.add("tiny-qwen3-weak", ModelSpec(
     "tiny-qwen3-weak", "random 2-layer Qwen3 features, as qwen1.5-0.5b-chat computes them (tests)",

@@ -25,11 +25,20 @@ from typing import Any
 
 import numpy as np
 
+from aar_ray.w2s.pinning import check_revision
 from aar_ray.w2s.tasks import PAIR_SEP, TASKS, TaskData, TaskSpec
 
 HH_RLHF = "Anthropic/hh-rlhf"
 GSM8K = ("openai/gsm8k", "main")
 MBPP = ("google-research-datasets/mbpp", "full")
+# Hub commits every load is pinned to, read from the snapshot folders
+# (datasets--openai--gsm8k/snapshots/<commit>) of public checkouts; not checked against the hub
+# from here (no internet).
+REVISIONS = {
+    HH_RLHF: "09be8c5bbc57cb3887f3a9732ad6aa7ec602a1fa",
+    GSM8K[0]: "740312add88f781978c0658806c59bc2815b9866",
+    MBPP[0]: "4bb6404fdc6cacfda99d4ac4205087b89d32030c",
+}
 
 MAX_CONTEXT_CHARS = 1000  # the dialogue so far: its end is kept, nearest the replies
 MAX_RESPONSE_CHARS = 500
@@ -40,13 +49,15 @@ MAX_CODE_CHARS = 1500  # longer solutions are dropped, never cut: a cut could hi
 Row = Mapping[str, Any]
 
 
-def _datasets():
+def _load_dataset(repo: str, *args: Any, **kwargs: Any):
+    """`datasets.load_dataset` at the repo's pinned commit."""
+    pin = check_revision(repo, REVISIONS.get(repo))
     try:
         import datasets
     except ImportError:
         raise RuntimeError("the hub tasks need the 'datasets' library: "
                            "pip install 'aar-ray[gpu]'") from None
-    return datasets
+    return datasets.load_dataset(repo, *args, **pin, **kwargs)
 
 
 # ---- text helpers ----------------------------------------------------------------------------
@@ -327,18 +338,18 @@ def code_review_from_rows(rows: Iterable[Row], seed: int = 0) -> TaskData:
 
 @functools.cache
 def load_chat_preference() -> TaskData:
-    return chat_preference_from_rows(_datasets().load_dataset(HH_RLHF, split="train"))
+    return chat_preference_from_rows(_load_dataset(HH_RLHF, split="train"))
 
 
 @functools.cache
 def load_math_verification() -> TaskData:
-    return math_verification_from_rows(_datasets().load_dataset(*GSM8K, split="train"))
+    return math_verification_from_rows(_load_dataset(*GSM8K, split="train"))
 
 
 @functools.cache
 def load_code_review() -> TaskData:
     # all four splits of "full" (974 problems): train alone (374) leaves too few for a test split
-    splits = _datasets().load_dataset(*MBPP)
+    splits = _load_dataset(*MBPP)
     return code_review_from_rows(row for name in sorted(splits) for row in splits[name])
 
 
@@ -358,7 +369,7 @@ def _spec(name: str, description: str, load: Callable[[], TaskData], repo: str, 
           test_size: int, pairwise: bool = False) -> TaskSpec:
     return TaskSpec(name=name, description=description, load=load, default_size=size,
                     default_test_size=test_size, protected_paths=lambda: hub_cache_paths(repo),
-                    pairwise=pairwise)
+                    revision=REVISIONS[repo], pairwise=pairwise)
 
 
 for _s in (
