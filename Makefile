@@ -22,7 +22,7 @@ RAY_VERSION := 2.60.0
 IMAGE ?= aar-ray:$(RAY_VERSION)-gpu
 DOCKER ?= docker
 
-.PHONY: setup run test bench lint browser clean image
+.PHONY: setup run test bench lint browser clean image mutation
 
 setup: $(STAMP)
 
@@ -42,6 +42,11 @@ test: setup browser
 
 bench: setup
 	$(VENV)/bin/python -m aar_ray.bench
+
+# Mutation testing of the core with the fast unit tests (docs/testing.md); not part of `make
+# test`. Writes tests.mutation_score_core into bench/results.json.
+mutation: setup
+	$(VENV)/bin/python -m aar_ray.bench.mutation
 
 lint: setup
 	$(VENV)/bin/ruff check .
