@@ -4,14 +4,18 @@ the statistics. `make mutation` measures how many small changes they catch (docs
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from aar_ray.config import CampaignConfig
 from aar_ray.lab import tools as tools_mod
 from aar_ray.lab.tools import MAX_NOTEBOOK, TOOLS, LabToolbox, call
 from aar_ray.observe import metrics
+from aar_ray.results import stats
+from aar_ray.w2s import pgr
 from aar_ray.w2s.tasks import TaskData, join_pair, make_splits, split_pair, subsample
 
 # ---- the tool boundary ----------------------------------------------------------------------
@@ -459,3 +463,166 @@ def test_run_trial_records_when(lab):
     ok(tb.call("run_trial", {"method": "vanilla"}))
     row = json.loads((tb.workspace / "trials.jsonl").read_text())
     assert row["at"] > 1.7e9
+
+
+# ---- PGR arithmetic and statistics (hand-computed cases) -------------------------------------
+
+# two seeds, four items each (1 = correct). Per seed accuracies: transfer .75/.5, weak .25/.25,
+# ceiling 1/.75, so pooled PGR = (.5 + .25) / (.75 + .5) = 0.6.
+T = [[1, 1, 1, 0], [1, 1, 0, 0]]
+W = [[1, 0, 0, 0], [1, 0, 0, 0]]
+C = [[1, 1, 1, 1], [1, 1, 1, 0]]
+# the linearised values (num - 0.6 den) / 0.625: seed 0 [0, .64, .64, -.96], seed 1
+# [0, .64, -.96, 0]; item variances (ddof 1) 1.7152/3 and 1.3056/3, so
+# se_items = sqrt((.571733 + .4352) / 4) / 2 = 0.2508652 on 8 - 2 = 6 df, above the seeds'
+# se std([.08, -.08], ddof=1) / sqrt(2) = 0.08.
+SE_ITEMS = math.sqrt((1.7152 / 3 + 1.3056 / 3) / 4) / 2
+
+
+def test_pgr_and_its_undefined_cases():
+    assert pgr.pgr(0.7, 0.6, 0.8) == pytest.approx(0.5)
+    assert pgr.pgr(0.5, 0.6, 0.8) == pytest.approx(-0.5)
+    assert pgr.pgr(0.7, 0.6, 0.6) is None and pgr.pgr(0.7, 0.6, 0.5) is None
+    assert pgr.pgr(0.5, 0.0, pgr.MIN_GAP) is None  # a gap of exactly MIN_GAP
+    assert pgr.pgr(0.5, 0.0, 2 * pgr.MIN_GAP) == pytest.approx(0.5 / (2 * pgr.MIN_GAP))
+    assert pgr.pgr(0.7, 0.6, math.inf) is None and pgr.pgr(0.7, math.nan, 0.8) is None
+
+
+def test_pooled_is_the_ratio_of_summed_gains():
+    assert pgr.pooled([0.75, 0.5], [0.25, 0.25], [1.0, 0.75]) == pytest.approx(0.6)
+    assert pgr.pooled([1, 0], [0, 0], [1, 1]) == 0.5  # integers: no integer division
+    assert pgr.pooled([], [], []) is None
+    assert pgr.pooled([0.9], [0.5], [0.5]) is None
+
+
+def test_accuracy_and_mean_se():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    assert pgr.accuracy(probs, np.array([0, 1, 1, 1])) == 0.75
+    assert pgr.accuracy(probs.tolist(), [1, 1, 1, 1]) == 0.5
+    assert pgr.mean_se([]) == (None, None) and pgr.mean_se([None]) == (None, None)
+    assert pgr.mean_se([0.5]) == (0.5, None)
+    mean, se = pgr.mean_se([1.0, None, 2.0, 4.0])
+    assert mean == pytest.approx(7 / 3)
+    assert se == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2
+                                          + (4 - 7 / 3) ** 2) / 2) / math.sqrt(3))
+    assert pgr.mean_se([True, 0]) == (0.5, 0.5)
+
+
+def test_per_seed_arrays_validates_and_names_the_problem():
+    out = pgr.per_seed_arrays(T, W)
+    assert [[a.tolist() for a in x] for x in out] == [T, W]
+    assert out[0][0].dtype == np.float64
+    assert len(pgr.per_seed_arrays([[0, 1]], [[1, 1]])[1][0]) == 2  # two items are enough
+    for args, message in [
+            (([], []), "need at least one seed"),
+            ((T, W[:1]), "every input needs 2 seeds, got 1"),
+            (([[1]], [[0]]), r"seed 0: expected a 1-D array of >= 2 items, got \(1,\)"),
+            (([[[1, 0]]], [[[1, 0]]]), r"seed 0: expected a 1-D array of >= 2 items, got "
+                                       r"\(1, 2\)"),
+            (([[1, 0], [1, 0, 1]], [[1, 0], [1, 0]]), "seed 1: need 0/1 arrays of one length 3"),
+            (([[1, 0]], [[1, 2]]), "seed 0: need 0/1 arrays of one length 2"),
+            (([[1, 0]], [[1, 0, 1]]), "seed 0: need 0/1 arrays of one length 2")]:
+        with pytest.raises(ValueError, match=message):
+            pgr.per_seed_arrays(*args)
+
+
+def test_ratio_se_by_hand():
+    t, w, c = pgr.per_seed_arrays(T, W, C)
+    num = [a - b for a, b in zip(t, w, strict=True)]
+    den = [a - b for a, b in zip(c, w, strict=True)]
+    se, df = pgr.ratio_se(num, den, 0.6)
+    assert (se, df) == (pytest.approx(SE_ITEMS), 6.0)
+    with pytest.raises(ValueError):
+        pgr.ratio_se(num, den[:1], 0.6)  # seeds must pair up
+    se1, df1 = pgr.ratio_se(num[:1], den[:1], 0.5 / 0.75)  # one seed: items only
+    v = (num[0] - (0.5 / 0.75) * den[0]) / 0.75
+    assert (se1, df1) == (pytest.approx(math.sqrt(v.var(ddof=1) / 4)), 3.0)
+    # seeds that disagree far more than items vary: the seeds' se, on S - 1 df
+    many = 200
+    tt = [[1] * many, [0] * many, [1] * many]
+    ww = [[0] * many] * 3
+    cc = [[1] * many] * 3
+    t, w, c = pgr.per_seed_arrays(tt, ww, cc)
+    se, df = pgr.ratio_se([a - b for a, b in zip(t, w, strict=True)],
+                          [a - b for a, b in zip(c, w, strict=True)], 2 / 3)
+    assert df == 2.0 and se == pytest.approx(np.std([1, 0, 1], ddof=1) / math.sqrt(3))
+
+
+def test_pgr_ci_by_hand():
+    est = pgr.pgr_ci(T, W, C)
+    half = 2.4469118511449692 * SE_ITEMS  # t(0.975, 6)
+    assert (est.mean, est.se, est.df, est.n_seeds) == (pytest.approx(0.6),
+                                                       pytest.approx(SE_ITEMS), 6.0, 2)
+    assert (est.lo, est.hi) == (pytest.approx(0.6 - half, abs=1e-9),
+                                pytest.approx(0.6 + half, abs=1e-9))
+    wide = pgr.pgr_ci(T, W, C, alpha=0.01)
+    assert wide.hi - wide.lo == pytest.approx(2 * 3.707428021 * SE_ITEMS)
+    assert pgr.Estimate(**est.to_dict()) == est
+    none = pgr.pgr_ci(T, C, W)  # the "ceiling" below the teacher: undefined
+    assert math.isnan(none.mean) and math.isnan(none.lo) and math.isnan(none.hi)
+    assert math.isnan(none.se) and none.n_seeds == 2 and math.isnan(none.df)
+    assert pgr.t_crit(0.05, 6) == pytest.approx(2.446911851)
+
+
+def test_paired_compare_by_hand():
+    # the method is right on one more item of seed 0 than the baseline (transfer T)
+    better = [[1, 1, 1, 1], [1, 1, 0, 0]]
+    cmp = stats.paired_compare(better, T, W, C)
+    # Δacc per seed .25 and 0: ΔPGR = .25 / 1.25 = 0.2; d_z = mean / sd = .125 / .1767767
+    assert cmp.delta_pgr == pytest.approx(0.2)
+    assert cmp.effect_size == pytest.approx(0.125 / (0.25 / math.sqrt(2)))
+    # the test of mean Δacc = .125: items give sqrt(.25 / 4) / 2 = .125, the seeds
+    # std([.125, -.125], ddof=1) / sqrt(2) = .125 too, and ties go to the seeds: t = 1 on 1 df
+    assert cmp.p_value == pytest.approx(2 * scipy_stats.t.sf(1.0, 1)) == pytest.approx(0.5)
+    assert cmp.df == 6.0 and cmp.lo < 0.2 < cmp.hi
+    assert cmp.hi - cmp.lo == pytest.approx(2 * pgr.t_crit(0.05, cmp.df) * cmp.se)
+    assert stats.Comparison(**cmp.to_dict()) == cmp
+    same = stats.paired_compare(T, T, W, C)
+    assert (same.delta_pgr, same.p_value, same.effect_size) == (0.0, 1.0, 0.0)
+    worse = stats.paired_compare(T, better, W, C)
+    assert worse.delta_pgr == pytest.approx(-0.2) and worse.p_value == cmp.p_value
+    assert worse.effect_size == pytest.approx(-cmp.effect_size)
+    # every seed gains the same: sd 0, an infinite effect; items still vary, so p > 0
+    even = stats.paired_compare([[1, 1, 1, 1], [1, 1, 1, 0]], T, W, C)
+    assert even.effect_size == math.inf and 0 < even.p_value < 1
+    one = stats.paired_compare(better[:1], T[:1], W[:1], C[:1])
+    assert math.isnan(one.effect_size) and one.delta_pgr == pytest.approx(0.25 / 0.75)
+    gapless = stats.paired_compare(better, T, W, W)
+    assert math.isnan(gapless.delta_pgr) and gapless.p_value == cmp.p_value
+
+
+def test_paired_compare_with_no_item_noise_is_certain():
+    all_better = [[1, 1, 1, 1], [1, 1, 1, 1]]
+    all_worse = [[0, 0, 0, 0], [0, 0, 0, 0]]
+    cmp = stats.paired_compare(all_better, all_worse, all_worse, all_better)
+    assert cmp.p_value == 0.0 and cmp.delta_pgr == 1.0 and cmp.effect_size == math.inf
+
+
+def test_holm_by_hand():
+    assert stats.holm([]) == []
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, 0.4]) == pytest.approx([0.8, 0.8])  # monotone: never below
+    assert stats.holm([0.9, 0.8]) == [1.0, 1.0]  # capped at 1
+    out = stats.holm([0.01, math.nan, 0.02])
+    assert out[0] == pytest.approx(0.03) and math.isnan(out[1]) and out[2] == pytest.approx(
+        0.04)  # NaN counts in m = 3 and ranks last
+    assert stats.holm([0.02, 0.02]) == [0.04, 0.04]
+
+
+def test_min_detectable_delta_and_spearman():
+    se, df = 0.1, 10
+    assert stats.min_detectable_delta(se, df) == pytest.approx(
+        (scipy_stats.t.ppf(0.975, 10) + scipy_stats.t.ppf(0.8, 10)) * 0.1)
+    assert stats.min_detectable_delta(se, df, 5) == pytest.approx(
+        (scipy_stats.t.ppf(1 - 0.005, 10) + scipy_stats.t.ppf(0.8, 10)) * 0.1)
+    assert stats.min_detectable_delta(se, df, power=0.5) == pytest.approx(
+        scipy_stats.t.ppf(0.975, 10) * 0.1)
+    assert stats.min_detectable_delta(se, df, alpha=0.1) == pytest.approx(
+        (scipy_stats.t.ppf(0.95, 10) + scipy_stats.t.ppf(0.8, 10)) * 0.1)
+    for bad in [(0, 10, 1), (0.1, 0, 1), (0.1, 10, 0)]:
+        assert math.isnan(stats.min_detectable_delta(*bad))
+    assert stats.spearman([1, 2, 3], [10, 30, 20]) == pytest.approx(0.5)
+    assert stats.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert stats.spearman([1, 2], [1, 2]) is None
+    assert stats.spearman([1, 1, 1], [1, 2, 3]) is None
+    assert stats.spearman([1, 2, 3], [5, 5, 5]) is None
