@@ -626,3 +626,30 @@ def test_min_detectable_delta_and_spearman():
     assert stats.spearman([1, 2], [1, 2]) is None
     assert stats.spearman([1, 1, 1], [1, 2, 3]) is None
     assert stats.spearman([1, 2, 3], [5, 5, 5]) is None
+
+
+def test_write_method_saves_the_source_or_refuses_a_forum_copy(lab):
+    from aar_ray.sandbox import custom_methods
+
+    tb, forum, scorer, queue, _ = lab
+    source = custom_methods.TEMPLATE.replace("my_method", "mine")
+    out = ok(tb.call("write_method", {"name": "mine", "code": source}))
+    assert out["method"] == "custom:ag/mine" and out["code_hash"] == \
+        custom_methods.code_hash(source)
+    assert out["note"] == ("run it with run_trial(method='custom:ag/mine'); it runs in a "
+                           "sandbox: no files, processes, sockets or ctypes")
+    assert (tb.campaign_dir / "agents" / "ag" / "methods" / "mine.py").read_text() == source
+    assert forum.calls == [("all_posts", (), {})] and scorer.calls == []
+    out = tb.call("write_method", {"name": "vanilla", "code": source})  # a built-in's name
+    assert out.error == "refusal" and "is a built-in" in out.content
+    assert [c[0] for c in queue.calls] == ["method_catalog"]
+    copied = "\n".join(f"x{i} = {i} * 2  # a line of someone's post" for i in range(12))
+    forum.answers["all_posts"] = [{"id": 9, "author": "other", "body": copied}]
+    out = tb.call("write_method", {"name": "lifted", "code": source + copied})
+    assert out.error == "refusal" and out.content.startswith(
+        "write_method refused: your code copies") and "forum post 9 by other" in out.content
+    name, args, _ = scorer.calls[-1]
+    assert (name, args[:4]) == ("record_event", ("ag", "", "forum_copy", out.content))
+    assert not (tb.campaign_dir / "agents" / "ag" / "methods" / "lifted.py").exists()
+    forum.answers["all_posts"] = [{"id": 9, "author": "ag", "body": copied}]  # one's own post
+    assert not tb.call("write_method", {"name": "lifted", "code": source + copied}).is_error
