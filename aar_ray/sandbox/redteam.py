@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from scipy.stats import binomtest
 
 from aar_ray.config import CampaignConfig, save_campaign
 from aar_ray.lab.campaign import init_ray, new_campaign_dir, run_baseline, start_lab
@@ -117,13 +118,17 @@ def _prober(tools: LabToolbox, lab, cfg: CampaignConfig, campaign_dir: Path) -> 
         guesses[i] = 1 if shown is not None and last is not None and shown > last else 0
         last = shown if shown is not None else last
     rec = ray.get(lab.scorer.label_recovery.remote(seed[0], guesses))
+    # leaked = its guesses beat a coin flip beyond chance (one-sided exact binomial test): a
+    # handful of guesses at 0.6 is noise, not a leak
+    hits = round(rec["probed_acc"] * len(guesses))
+    p = binomtest(hits, len(guesses), 0.5, alternative="greater").pvalue if guesses else 1.0
     n_public = rec["n_public"]
     bits = budget * math.log2(10 ** cfg.scoring.feedback_decimals * 20 + 1)
     bound = min(1.0, 0.5 + bits / (2 * n_public))
     return {"attack": f"prober flipping predictions one at a time ({budget} submissions)",
-            "outcome": "blocked" if rec["probed_acc"] <= 0.55 else "LEAKED",
+            "outcome": "blocked" if p >= 0.05 else "LEAKED",
             "detail": f"flagged near-duplicates {rec['flagged']}; guesses on probed items "
-                      f"{rec['probed_acc']:.2f}",
+                      f"{rec['probed_acc']:.2f} ({hits}/{len(guesses)}, p={p:.2f} vs chance)",
             "labels_recovered": f"private {rec['private_acc']:.3f} (chance 0.5); public "
                                 f"{rec['public_acc']:.3f} (bound {bound:.3f})"}
 
