@@ -257,6 +257,7 @@ def test_splits_refuse_sizes_that_do_not_fit(n, test_size):
                                          f"{n} examples"):
         make_splits(n, test_size, 0)
     make_splits(100, 95, 0)  # the largest that fits: 5 left to split
+    assert len(make_splits(100, 1, 0).test) == 1  # the smallest
 
 
 def _data(labels, texts=None):
@@ -265,10 +266,11 @@ def _data(labels, texts=None):
 
 
 def test_task_data_checks_lengths_and_fingerprints_content():
-    with pytest.raises(ValueError, match="texts and labels differ in length"):
+    with pytest.raises(ValueError, match="^texts and labels differ in length$"):
         TaskData(["a"], np.array([0, 1]), ("n", "p"))
     a = _data([0, 1, 1])
     fp = a.fingerprint()
+    assert fp == "e388ddbd6abee742"  # part of every cache key: a change must be deliberate
     assert len(fp) == 16 and int(fp, 16) >= 0 and fp == _data([0, 1, 1]).fingerprint()
     others = [_data([0, 1, 0]), _data([0, 1, 1], ["text 0", "text 1", "text 3"]),
               _data([1, 0, 1], ["text 1", "text 0", "text 2"]), _data([0, 1])]
@@ -294,7 +296,8 @@ def test_subsample_is_balanced_deterministic_and_sorted():
     assert sub.classes == data.classes
     idx = [int(t.split()[1]) for t in sub.texts]
     assert idx == sorted(idx) and [data.labels[i] for i in idx] == sub.labels.tolist()
-    assert sub.texts == subsample(data, 11).texts
+    assert idx == [0, 12, 15, 20, 24, 33, 34, 36, 38, 39]  # pinned: cache keys build on it
+    assert all(len(subsample(data, k).texts) <= k for k in range(1, 40))
     assert subsample(data, 39).labels.tolist().count(1) == 10  # a class smaller than its share
 
 
@@ -429,6 +432,11 @@ def test_request_ids_name_the_request_and_the_step(lab):
 
     post = {"title": "T", "body": "B", "kind": "insight", "tags": ["a"], "cites": ["t1"]}
     base = ids("post", post)
+    assert base == tb._request_id("post", "T", "B", "insight", ["a"], ["t1"])
+    assert ids("reply", {"post_id": 5, "body": "B"}) == tb._request_id("reply", 5, "B")
+    assert ids("run_trial", {"method": "vanilla", "params": {"a": 1}, "seeds": [0]}) == \
+        tb._request_id("run_trial", "vanilla", {"a": 1}, [0])
+    assert tb._request_id("x", object()).startswith("ag:s3:")  # any value, as text
     assert base.startswith("ag:s3:") and len(base.split(":")[2]) == 16
     assert ids("post", post) == base  # a replayed step: the same id, the forum drops it
     changed = [ids("post", {**post, k: v}) for k, v in
@@ -514,7 +522,7 @@ def test_per_seed_arrays_validates_and_names_the_problem():
     assert out[0][0].dtype == np.float64
     assert len(pgr.per_seed_arrays([[0, 1]], [[1, 1]])[1][0]) == 2  # two items are enough
     for args, message in [
-            (([], []), "need at least one seed"),
+            (([], []), "^need at least one seed$"),
             ((T, W[:1]), "every input needs 2 seeds, got 1"),
             (([[1]], [[0]]), r"seed 0: expected a 1-D array of >= 2 items, got \(1,\)"),
             (([[[1, 0]]], [[[1, 0]]]), r"seed 0: expected a 1-D array of >= 2 items, got "
@@ -589,6 +597,8 @@ def test_paired_compare_by_hand():
     assert math.isnan(one.effect_size) and one.delta_pgr == pytest.approx(0.25 / 0.75)
     gapless = stats.paired_compare(better, T, W, W)
     assert math.isnan(gapless.delta_pgr) and gapless.p_value == cmp.p_value
+    assert math.isnan(gapless.lo) and math.isnan(gapless.hi)
+    assert gapless.effect_size == cmp.effect_size
 
 
 def test_paired_compare_with_no_item_noise_is_certain():
@@ -607,6 +617,7 @@ def test_holm_by_hand():
     assert out[0] == pytest.approx(0.03) and math.isnan(out[1]) and out[2] == pytest.approx(
         0.04)  # NaN counts in m = 3 and ranks last
     assert stats.holm([0.02, 0.02]) == [0.04, 0.04]
+    assert stats.holm([0.3]) == [0.3]
 
 
 def test_min_detectable_delta_and_spearman():
@@ -619,11 +630,15 @@ def test_min_detectable_delta_and_spearman():
         scipy_stats.t.ppf(0.975, 10) * 0.1)
     assert stats.min_detectable_delta(se, df, alpha=0.1) == pytest.approx(
         (scipy_stats.t.ppf(0.95, 10) + scipy_stats.t.ppf(0.8, 10)) * 0.1)
+    assert stats.min_detectable_delta(se, 1) == pytest.approx(
+        (scipy_stats.t.ppf(0.975, 1) + scipy_stats.t.ppf(0.8, 1)) * 0.1)  # one df is enough
     for bad in [(0, 10, 1), (0.1, 0, 1), (0.1, 10, 0)]:
         assert math.isnan(stats.min_detectable_delta(*bad))
     assert stats.spearman([1, 2, 3], [10, 30, 20]) == pytest.approx(0.5)
     assert stats.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert stats.spearman([1, 2], [1, 2]) is None
+    assert stats.spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(0.8660254)  # two values
+    assert stats.spearman([1, 2, 3], [1, 1, 2]) == pytest.approx(0.8660254)
     assert stats.spearman([1, 1, 1], [1, 2, 3]) is None
     assert stats.spearman([1, 2, 3], [5, 5, 5]) is None
 
@@ -651,5 +666,7 @@ def test_write_method_saves_the_source_or_refuses_a_forum_copy(lab):
     name, args, _ = scorer.calls[-1]
     assert (name, args[:4]) == ("record_event", ("ag", "", "forum_copy", out.content))
     assert not (tb.campaign_dir / "agents" / "ag" / "methods" / "lifted.py").exists()
+    forum.answers["all_posts"] = [{"id": 8, "author": "other", "body": source}]
+    assert not tb.call("write_method", {"name": "tmpl", "code": source}).is_error  # template
     forum.answers["all_posts"] = [{"id": 9, "author": "ag", "body": copied}]  # one's own post
     assert not tb.call("write_method", {"name": "lifted", "code": source + copied}).is_error
