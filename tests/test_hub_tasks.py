@@ -216,9 +216,13 @@ def test_loaders_call_datasets_then_the_pure_conversion(monkeypatch):
     assert len(hub.load_chat_preference.__wrapped__().texts) == 40
     assert len(hub.load_math_verification.__wrapped__().texts) == 60
     assert len(hub.load_code_review.__wrapped__().texts) == 48
-    assert calls == [(("Anthropic/hh-rlhf",), {"split": "train"}),
-                     (("openai/gsm8k", "main"), {"split": "train"}),
-                     (("google-research-datasets/mbpp", "full"), {})]
+    pin = hub.REVISIONS  # every load names the data set's pinned commit
+    assert calls == [(("Anthropic/hh-rlhf",), {"split": "train",
+                                               "revision": pin["Anthropic/hh-rlhf"]}),
+                     (("openai/gsm8k", "main"), {"split": "train",
+                                                "revision": pin["openai/gsm8k"]}),
+                     (("google-research-datasets/mbpp", "full"),
+                      {"revision": pin["google-research-datasets/mbpp"]})]
 
 
 def test_missing_datasets_library_gives_the_install_hint(monkeypatch):
