@@ -29,7 +29,7 @@ def _fmt(v: Any, digits: int = 2) -> str:
 def _board(entries: list[dict[str, Any]]) -> list[str]:
     lines = [f"  {'#':>2} {'ΔPGR':>6}  {'agent':<12} {'method':<18} params"]
     for i, b in enumerate(entries, 1):
-        lines.append(f"  {i:>2} {_fmt(b['pgr']):>6}  {b['agent']:<12} {b['method']:<18} "
+        lines.append(f"  {i:>2} {_fmt(b['delta']):>6}  {b['agent']:<12} {b['method']:<18} "
                      f"{json.dumps(b['params'], sort_keys=True)}")
     return lines if entries else ["  (nothing shown yet)"]
 
@@ -41,15 +41,16 @@ def campaign_text(campaign_dir: str | Path, top: int = 10) -> str:
         raise FileNotFoundError(f"{d}: not a campaign directory (no config.yaml or "
                                 "trials.sqlite)")
     trials, posts = records.queued_trials(d), records.posts(d)
-    shown = [{"agent": s["agent"], "pgr": s["shown"], "method": s["method"],
+    shown = [{"agent": s["agent"], "delta": s["shown"], "method": s["method"],
               "params": s["params"]} for s in records.submissions(d)]
     subs: dict[str, int] = {}
     best: dict[str, float] = {}
     for s in shown:
         subs[s["agent"]] = subs.get(s["agent"], 0) + 1
-        if s["pgr"] is not None:
-            best[s["agent"]] = max(s["pgr"], best.get(s["agent"], s["pgr"]))
-    board = sorted((s for s in shown if s["pgr"] is not None), key=lambda s: -s["pgr"])[:top]
+        if s["delta"] is not None:
+            best[s["agent"]] = max(s["delta"], best.get(s["agent"], s["delta"]))
+    board = sorted((s for s in shown if s["delta"] is not None),
+                   key=lambda s: -s["delta"])[:top]
     n_events = len(records.events(d))
     usage = {a["agent"]: a.get("usage") or {} for a in records.agents(d)}
 
@@ -125,7 +126,7 @@ def live_text(top: int = 10) -> str:
              f"  {'agent':<12} " + " ".join(f"{k:>7}" for k in STATUSES)]
     for a, row in sorted(per_agent.items()):
         lines.append(f"  {a:<12} " + " ".join(f"{row.get(k, 0):>7}" for k in STATUSES))
-    lines += ["", f"public leaderboard (top {top}):", *_board(board)]
+    lines += ["", f"public leaderboard (top {top}, ΔPGR over vanilla):", *_board(board)]
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ from aar_ray.config import ConfirmConfig
 from aar_ray.results import stats
 
 PREREGISTRATION = "preregistration.json"
+CONFIRM_AGENT = "confirmation"
 # integrity flags that are evidence of cheating (lab/integrity.py); review flags such as
 # `transfer_at_ceiling` do not disqualify: an honest method reaches them by noise
 DISQUALIFYING = frozenset({"beyond_inputs", "ignores_teacher"})
@@ -130,13 +131,10 @@ def run(lab: Any) -> dict[str, Any]:
     explored = ray.get(lab.scorer.explored.remote())
     plan = preregister(lab.dir, explored, cfg.confirm)
     ray.get(lab.scorer.prepare.remote(cfg.confirm.seeds))  # teacher and ceiling, fresh seeds
-    runs = {}
-    for c in [*plan["candidates"], {"name": "vanilla", "method": "vanilla", "params": {},
-                                    "agents": ["baseline"]}]:
-        owner = c["method"].split(":", 1)[1].split("/")[0] if c["method"].startswith(
-            "custom:") else c["agents"][0]  # an agent's own method runs under its name
+    runs = {}  # run under the lab's own id: the agents' trial and submission counts stay theirs
+    for c in [*plan["candidates"], {"name": "vanilla", "method": "vanilla", "params": {}}]:
         runs[c["name"]] = ray.get(lab.queue.enqueue.remote(
-            owner, c["method"], c["params"], cfg.confirm.seeds, kind="confirm",
+            CONFIRM_AGENT, c["method"], c["params"], cfg.confirm.seeds, kind="confirm",
             parent=f"confirm:{c['name']}"))["trial_id"]
     ray.get(lab.queue.drain.remote())
     failed = [n for n, t in runs.items()

@@ -19,7 +19,7 @@ from aar_ray.config import CampaignConfig
 from aar_ray.errors import Refusal
 from aar_ray.lab import integrity
 from aar_ray.lab.store import Store, dumps
-from aar_ray.lab.truth import GroundTruth, Preds
+from aar_ray.lab.truth import GroundTruth, Preds, estimate
 from aar_ray.observe import metrics
 from aar_ray.w2s.student import StudentInputs
 
@@ -228,10 +228,11 @@ class Scorer:
                              (trial_id,))
         if row is None:
             raise ScoreError(f"trial {trial_id!r} was never submitted")
-        pgrs = [self.truth.estimate({s: p}, "private")["pgr"]
-                for s, p in zip(seeds, preds, strict=True)]
-        known = [p for p in pgrs if p is not None]
-        control = float(np.mean(known)) if known else None
+        # pooled over every (seed, shuffle) run, like the trial's own PGR: a mean of per-seed
+        # ratios would differ from it even for a method whose answers do not change
+        correct = [self.truth.correct({s: p}, "private")[s]
+                   for s, p in zip(seeds, preds, strict=True)]
+        control = estimate(correct, *self.truth.reference(list(seeds), "private"))["pgr"]
         real = json.loads(row["private"])["pgr"]
         flags = [f for f in json.loads(row["flags"]) if f["kind"] != "teacher_use"]
         drop = None if real is None or control is None else real - control
