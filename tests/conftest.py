@@ -27,6 +27,19 @@ def cache_dir(tmp_path_factory):
     return os.environ.get("AAR_TEST_CACHE") or str(tmp_path_factory.mktemp("aar-cache"))
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """An embedded Ray for one test module (loopback, no dashboard), in the lab's namespace."""
+    import ray
+
+    from aar_ray.lab import NAMESPACE
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=NAMESPACE,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def small_setting() -> SettingConfig:
     """Real tweets, weak GloVe, strong = MiniLM cut to one layer (fast to embed)."""

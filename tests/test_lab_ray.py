@@ -30,14 +30,6 @@ def tiny_config(small_setting, fast_student, cache_dir, root, **budget) -> Campa
         root=str(root), cache_dir=cache_dir)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=NAMESPACE,
-             log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _tool_log(campaign_dir: Path, tool: str) -> list[dict]:
     out = []
     for f in (campaign_dir / "agents").glob("*/tool_calls.jsonl"):

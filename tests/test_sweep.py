@@ -12,7 +12,6 @@ import pytest
 import ray
 
 from aar_ray.config import BudgetConfig, CampaignConfig, ConfigError, ConfirmConfig, save_campaign
-from aar_ray.lab import NAMESPACE
 from aar_ray.lab.sweep import HIDDEN, METRIC, SearchSpace, public_score
 from aar_ray.observe.tracking import source
 from aar_ray.results import records
@@ -95,14 +94,6 @@ def test_compare_reads_best_confirmed_and_trials_to_reach_it(tmp_path):
     text = format_compare(a, b)
     assert "+0.080 [+0.030, +0.130] (info_max)" in text and "none confirmed" in text
     assert "unequal budgets (4 vs 1 trials)" in text
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=NAMESPACE,
-             log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.ray
