@@ -3,8 +3,6 @@ the teacher-use control, and every tool either accepts fuzzed input or refuses i
 message: never an internal error (a bug), which these tests are shown to catch."""
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 
 import pytest
@@ -17,6 +15,7 @@ from aar_ray.lab.scorer import Scorer
 from aar_ray.lab.tools import TOOLS, LabToolbox, _schema_problem
 from aar_ray.lab.trials import TrialQueue
 from aar_ray.sandbox.redteam import redteam
+from aar_ray.testing.inprocess import InProcess
 from aar_ray.w2s.methods import METHODS, describe
 from aar_ray.w2s.trial import run_method
 
@@ -61,21 +60,6 @@ def test_builtin_methods_pass_the_teacher_use_control(small_setting, fast_studen
                    for s in cfg.seeds for r in range(2)]
         flag = scorer.record_control(name, seeds, control)
         assert not flag["ignores_teacher"], (name, flag)
-
-
-class InProcess:
-    """A lab actor's plain class, called the way LabToolbox calls a Ray handle; coroutines
-    (the trial queue's methods) run to completion on a fresh event loop."""
-
-    def __init__(self, obj):
-        self.obj = obj
-
-    def __getattr__(self, name):
-        fn = getattr(self.obj, name)
-        if not inspect.iscoroutinefunction(fn):
-            return fn
-        return lambda *a, **k: asyncio.run(fn(*a, **k))
-
 
 @pytest.fixture(scope="module")
 def lab(small_setting, fast_student, cache_dir, tmp_path_factory):

@@ -6,7 +6,6 @@ scripted to obey) into running its code."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 
 import numpy as np
@@ -23,6 +22,7 @@ from aar_ray.lab.trials import TrialQueue
 from aar_ray.sandbox.custom_methods import TEMPLATE
 from aar_ray.testing.fake_anthropic import FakeAnthropic
 from aar_ray.testing.injected import obedient_policy
+from aar_ray.testing.inprocess import InProcess
 from aar_ray.w2s.trial import teacher
 
 # ---- beyond the ceiling: the statistical test ---------------------------------------------------
@@ -65,23 +65,9 @@ def lab(small_setting, fast_student, cache_dir, tmp_path_factory):
     return {"scorer": scorer, "forum": Forum(str(d), scorer.trial_scores), "queue": queue,
             "cfg": cfg, "dir": d}
 
-
-class Sync:
-    """A plain lab object called the way LabToolbox calls a Ray handle (coroutines run)."""
-
-    def __init__(self, obj):
-        self.obj = obj
-
-    def __getattr__(self, name):
-        fn = getattr(self.obj, name)
-        if not inspect.iscoroutinefunction(fn):
-            return fn
-        return lambda *a, **k: asyncio.run(fn(*a, **k))
-
-
 def toolbox(lab, agent):
     return LabToolbox(agent, lab["dir"] / "agents" / agent, lab["cfg"], forum=lab["forum"],
-                      scorer=lab["scorer"], queue=Sync(lab["queue"]))
+                      scorer=lab["scorer"], queue=InProcess(lab["queue"]))
 
 
 def _teacher(scorer):
