@@ -170,8 +170,8 @@ def test_claude_campaign_through_the_sdk_keeps_the_key_secret(local_ray, small_s
 
 def test_campaign_dollar_budget_stops_every_agent(local_ray, small_setting, fast_student,
                                                   cache_dir, tmp_path):
-    """budget.dollars_total is a hard stop for the whole fleet (fake Claude, real SDK): each
-    agent stops at its share, and the campaign stops everyone if the total is reached."""
+    """budget.dollars_total bounds the whole fleet (fake Claude, real SDK): each agent stops at
+    its equal share, within one step, and no agent is cut short because others overshot."""
     cfg = tiny_config(small_setting, fast_student, cache_dir, tmp_path, trials=6)
     cfg.brain = "fake-claude"
     cfg.budget.steps_per_agent = 200
@@ -181,4 +181,4 @@ def test_campaign_dollar_budget_stops_every_agent(local_ray, small_setting, fast
     steps = [a["steps"] for a in summary["agents"]]
     assert max(steps) < 200 and all(a["finished"] for a in summary["agents"])
     assert all(0.05 / 3 <= s < 0.05 / 3 + 0.01 for s in spent), spent  # within a step
-    assert summary["stopped_by"] is None or "dollar budget" in summary["stopped_by"]
+    assert ("dollar budget" in (summary["stopped_by"] or "")) == (sum(spent) >= 0.05)

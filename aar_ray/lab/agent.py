@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +28,7 @@ log = logging.getLogger(__name__)
 class Researcher:
     def __init__(self, agent_id: str, direction: str, index: int, campaign_dir: str,
                  cfg: CampaignConfig, *, forum: Any, scorer: Any, queue: Any,
-                 api_key: str | None = None, stop: threading.Event | None = None) -> None:
-        self.stop = stop or threading.Event()  # set when the campaign's budget is spent
+                 api_key: str | None = None) -> None:
         self.agent_id, self.cfg = agent_id, cfg
         self.workspace = Path(campaign_dir) / "agents" / agent_id
         self.tools = LabToolbox(agent_id, self.workspace, cfg, forum=forum, scorer=scorer,
@@ -58,8 +56,7 @@ class Researcher:
 
     def run(self, deadline: float) -> dict[str, Any]:
         limit = self.cfg.budget.steps_per_agent
-        while (not self.finished and not self.stop.is_set()
-               and (not limit or self.steps < limit) and time.time() < deadline):
+        while (not self.finished and (not limit or self.steps < limit) and time.time() < deadline):
             try:
                 self.tools.step = self.steps
                 more = self.brain.step(self.tools)
@@ -108,19 +105,14 @@ class ResearcherActor:
                    for name in ("forum", "scorer", "trials")}
         ref = (secrets or {}).get("ANTHROPIC_API_KEY")
         key = ray.get(ref) if ref is not None else None  # held in memory only
-        self.stopping = threading.Event()
         self.agents = [Researcher(a, d, i, campaign_dir, cfg, forum=handles["forum"],
                                   scorer=handles["scorer"], queue=handles["trials"],
-                                  api_key=key, stop=self.stopping)
+                                  api_key=key)
                        for a, d, i in agents]
 
     def run(self, deadline: float) -> list[dict[str, Any]]:
         with ThreadPoolExecutor(len(self.agents)) as pool:
             return list(pool.map(lambda r: r.run(deadline), self.agents))
-
-    def stop(self) -> None:
-        """Stop after the current step (the campaign's token or dollar budget is spent)."""
-        self.stopping.set()
 
     def summaries(self) -> list[dict[str, Any]]:
         return [r.summary() for r in self.agents]

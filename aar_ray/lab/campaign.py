@@ -148,7 +148,10 @@ def run_baseline(lab: Lab) -> None:
 
 
 def over_budget(lab: Lab) -> str | None:
-    """Which campaign-wide Claude budget is spent, if any (per-agent budgets are the brains')."""
+    """Which campaign-wide Claude budget was spent, if any. The campaign does not pre-empt
+    agents: each brain stops at its equal share of the total (`brains.agent_budget`), so the
+    fleet overshoots by at most one step per agent, and no agent loses its share because
+    others overshot theirs."""
     b = lab.cfg.budget
     if not (b.tokens_total or b.dollars_total):
         return None
@@ -201,15 +204,12 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
             refs = {a.run.remote(deadline): names for a, names in lab.agents}
         show = Progress(lab, t0, enabled=progress)
         pending = list(refs)
-        stopped = None
         while pending:
             _, pending = ray.wait(pending, timeout=1.0)
             show.tick()
-            if stopped is None and (stopped := over_budget(lab)):
-                for actor, _ in lab.agents:  # each agent stops after its current step
-                    actor.stop.remote()
         if cfg.explorer == "sweep":
             ray.get(list(refs))  # a crashed sweep must fail loudly, not end with 0 trials
+        stopped = over_budget(lab) if cfg.explorer == "agents" else None
         if stopped is None and time.time() >= deadline:
             stopped = f"wall-clock budget ({cfg.budget.wall_clock_s:g} s of exploration)"
         ray.get(lab.queue.drain.remote())
