@@ -9,7 +9,7 @@ import re
 import time
 from pathlib import Path
 
-SUITES = ["w2s", "lab", "claude_tokens", "sandbox"]
+SUITES = ["w2s", "startup", "lab", "claude_tokens", "sandbox"]
 OPT_IN = ["sweep"]  # nine campaigns: about an hour or more on 2 cores, so run by name only
 MARK = "<!-- bench:{} -->"
 

@@ -10,9 +10,11 @@ where the full run does not fit; the table's title says what ran."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from aar_ray.bench import merge_results
@@ -39,6 +41,16 @@ def arm_config(base: CampaignConfig, arm: str, seed: int) -> CampaignConfig:
     return cfg
 
 
+def finished(cfg: CampaignConfig) -> dict | None:
+    """The summary of a finished campaign of exactly this configuration (wherever the bench's
+    root was) under the root, if there is one: an interrupted bench resumes instead of
+    re-running its campaigns."""
+    for summary in sorted(Path(cfg.root).glob(f"{cfg.name}-*/summary.json")):
+        if replace(load_campaign(summary.parent / "config.yaml"), root=cfg.root) == cfg:
+            return json.loads(summary.read_text())
+    return None
+
+
 def _row(arm: str, seed: int, summary: dict) -> dict:
     f = campaign_facts(summary["campaign_dir"])
     b = f["best"]
@@ -59,8 +71,8 @@ def run() -> tuple[str, list[dict]]:
     rows = []
     for seed in seeds:
         for arm in ARMS:
-            t0 = time.time()
-            summary = run_campaign(arm_config(base, arm, seed), progress=False)
+            t0, cfg = time.time(), arm_config(base, arm, seed)
+            summary = finished(cfg) or run_campaign(cfg, progress=False)
             rows.append(_row(arm, seed, summary))
             print(f"bench sweep: {arm} seed {seed} done in {time.time() - t0:.0f} s", flush=True)
     means = {arm: statistics.mean(r["best confirmed ΔPGR"] for r in rows if r["arm"] == arm)
