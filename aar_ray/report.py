@@ -20,6 +20,7 @@ from aar_ray.report_html import CSS, e, interval, num, svg_progress, table, when
 from aar_ray.results import records
 from aar_ray.results.diversity import diversity
 from aar_ray.results.records import json_file
+from aar_ray.w2s.methods import catalog
 
 USAGE_LABELS = ("input", "output", "cache read", "cache write")  # of USAGE_KEYS, in order
 
@@ -52,7 +53,7 @@ def load(campaign_dir: str | Path) -> dict[str, Any]:
     return {
         "dir": d, "name": config.get("name") or d.name, "config": config, "summary": summary,
         "leaderboard": board, "submissions": subs, "trials": trials,
-        "diversity": summary.get("diversity") or diversity(agent_trials),
+        "diversity": summary.get("diversity") or diversity(agent_trials, catalog()),
         "posts": records.posts(d), "events": records.events(d),
         "operations": operations.read(d),
         "audit": json_file(d / "audit.json"), "agents": agents,

@@ -11,8 +11,9 @@ Start-up time (`lab.warm_first_trial_s`) is the `startup` suite's.
 Memory is the PSS of every process of the campaign's Ray cluster (this process's descendants:
 shared pages count once, and no other Ray on the machine is counted), peak over the run, and
 of the agents' actor processes alone; what one more agent costs is the slope of the latter
-between the two fleets. Forum latency is `read_forum` (and `post`) as the agents saw it, from
-their tool logs. Numbers go to bench/results.json under `lab`.
+between the two fleets. Forum latency is `post` as the agents saw it, from their tool logs, and
+`read_forum` as a reader sees it all through the run (the offline brains read too rarely for a
+p99; their own reads are counted with it). Numbers go to bench/results.json under `lab`.
 """
 from __future__ import annotations
 
@@ -24,9 +25,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import ray
+from ray.exceptions import RayError
 
 from aar_ray.bench import merge_results
 from aar_ray.config import BudgetConfig, CampaignConfig, SettingConfig
+from aar_ray.lab import NAMESPACE
 from aar_ray.lab.campaign import run_campaign
 
 
@@ -77,21 +81,41 @@ def _fleet(agents: int, per_actor: int, root: str, trials: int, on_cluster: bool
 
         place_on_cluster(cfg.resources)
     peak = [0.0, 0.0]
+    probed: list[float] = []
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.wait(2.0):
             peak[:] = np.maximum(peak, cluster_pss_mib()).tolist()
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    def probe() -> None:
+        """The offline brains read the forum only when they exploit (a few calls a run), too
+        few for a p99: a reader makes the two calls they make, 4 per second, all run long."""
+        forum, i = None, 0
+        while not stop.wait(0.25):
+            if not ray.is_initialized():  # the embedded Ray starts inside run_campaign
+                continue
+            try:
+                forum = forum or ray.get_actor("forum", namespace=NAMESPACE)
+                args = ("", "replicated", "top", 10) if i % 2 else ("", "", "newest", 10)
+                t, i = time.perf_counter(), i + 1
+                ray.get(forum.read.remote(*args))
+                probed.append((time.perf_counter() - t) * 1000)
+            except (ValueError, RayError):  # the lab is not up yet, or already shut down
+                continue
+
+    threads = [threading.Thread(target=sample, daemon=True),
+               threading.Thread(target=probe, daemon=True)]
+    for t in threads:
+        t.start()
     t0 = time.time()
     try:
         summary = run_campaign(cfg, progress=False)
     finally:
         stop.set()
-        sampler.join()
-    lat: dict[str, list[float]] = {"post": [], "read_forum": []}
+        for t in threads:
+            t.join()
+    lat: dict[str, list[float]] = {"post": [], "read_forum": probed}
     for f in Path(summary["campaign_dir"]).glob("agents/*/tool_calls.jsonl"):
         for line in f.read_text().splitlines():
             e = json.loads(line)
@@ -110,9 +134,6 @@ def _fleet(agents: int, per_actor: int, root: str, trials: int, on_cluster: bool
 
 
 def _fleet_on_cluster(agents: int, per_actor: int, root: str, trials: int) -> dict:
-    import ray
-
-    from aar_ray.lab import NAMESPACE
     from aar_ray.testing.cluster import local_cluster
 
     with local_cluster(workers=2) as cluster:

@@ -17,12 +17,13 @@ from aar_ray.lab import ACTOR_OPTIONS, NAMESPACE
 from aar_ray.lab.forum import Forum
 from aar_ray.lab.scorer import Scorer
 from aar_ray.lab.trials import TrialQueue
-from aar_ray.w2s import features
 
 
 @ray.remote(**ACTOR_OPTIONS, max_concurrency=4)
 class ScorerActor(Scorer):
     def __init__(self, campaign_dir: str, cfg: CampaignConfig) -> None:
+        from aar_ray.w2s import features  # pyarrow: the scorer's process only (see scorer.py)
+
         self._embedding: dict[str, Any] = {}  # the texts being embedded now, for `progress`
         features.report_progress(
             lambda model, done, total: self._embedding.update(model=model, done=done,

@@ -254,7 +254,8 @@ def summarise(lab: Lab, seconds: float) -> dict[str, Any]:
         "trials": {s: sum(t["status"] == s for t in trials) for s in ("done", "error")},
         "posts_per_agent": {a["agent"]: sum(p["author"] == a["agent"] for p in posts)
                             for a in agents},
-        "diversity": diversity(trials), "agents": agents,
+        "diversity": diversity(trials, ray.get(lab.queue.method_catalog.remote())),
+        "agents": agents,
         "explored_configurations": len(explored),
         "public_private_spearman": stats.spearman([c["public_delta"] for c in explored],
                                                   [c["private_delta"] for c in explored]),
