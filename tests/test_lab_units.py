@@ -10,6 +10,7 @@ from ray.exceptions import ActorUnavailableError
 from aar_ray.brains.base import ToolResult
 from aar_ray.brains.offline import OfflineBrain
 from aar_ray.config import BudgetConfig, CampaignConfig, ScoringConfig
+from aar_ray.lab import rules
 from aar_ray.lab.forum import Forum, ForumError
 from aar_ray.lab.scorer import ScoreError, Scorer
 from aar_ray.lab.tools import TOOLS, LabToolbox
@@ -54,11 +55,11 @@ def test_scorer_feedback_is_coarse_laddered_and_paired_with_vanilla(scorer):
         again["message"]
     assert scorer.submit("t2", "a") == again  # resubmitting reveals nothing and costs nothing
     assert any(e["kind"] == "near_duplicate" for e in scorer.events())
-    # the Ladder on ΔPGR: revealed only when it beats the best shown by the margin (0.05)
-    assert scorer._ladder(0.43, 0.40) == (None, "not better than your best ΔPGR (0.4) by the "
-                                                "margin 0.05")
-    assert scorer._ladder(0.456, 0.40)[0] == 0.46
-    assert scorer._ladder(None, 0.40)[0] is None
+    # the Ladder on ΔPGR with this campaign's margin (0.05); tests/test_rules.py pins the rule
+    sc = scorer.cfg.scoring
+    assert rules.ladder(0.43, 0.40, sc.ladder_margin, sc.feedback_decimals) == (
+        None, "not better than your best ΔPGR (0.4) by the margin 0.05")
+    assert rules.ladder(0.456, 0.40, sc.ladder_margin, sc.feedback_decimals)[0] == 0.46
     public = scorer.leaderboard("public")
     assert [e["trial_id"] for e in public if e["agent"] == "a"] == ["t1"]
     private = scorer.leaderboard("private")

@@ -17,7 +17,7 @@ import numpy as np
 
 from aar_ray.config import CampaignConfig
 from aar_ray.errors import Refusal
-from aar_ray.lab import integrity
+from aar_ray.lab import integrity, rules
 from aar_ray.lab.store import Store, dumps
 from aar_ray.lab.truth import GroundTruth, Preds, estimate
 from aar_ray.observe import metrics
@@ -132,7 +132,9 @@ class Scorer:
             self.record_event(agent, trial_id, "near_duplicate", f"differs little from {twin}")
         else:
             delta = (public["vs_vanilla"] or {}).get("delta")
-            shown, message = self._ladder(delta, self._best_shown(agent))
+            sc = self.cfg.scoring
+            shown, message = rules.ladder(delta, self._best_shown(agent), sc.ladder_margin,
+                                          sc.feedback_decimals)
         for flag in integrity.score_flags(public, private, self.truth, preds):  # PGR > 1, ...
             flags.append(flag)
             self.record_event(agent, trial_id, flag["kind"], flag["detail"])
@@ -143,16 +145,6 @@ class Scorer:
              dumps(flags)))
         metrics.submission_scored(agent, self._best_shown(agent))
         return self.feedback(trial_id)
-
-    def _ladder(self, delta: float | None, best: float | None) -> tuple[float | None, str]:
-        """Reveal a new (rounded) ΔPGR only when it beats the best shown by the margin, so
-        adaptive resubmissions learn at most about one bit per improvement step."""
-        sc = self.cfg.scoring
-        if delta is None:
-            return None, "ΔPGR undefined (no vanilla run on these seeds, or no teacher-ceiling gap)"
-        if best is None or delta >= best + sc.ladder_margin:
-            return round(delta, sc.feedback_decimals), "new best"
-        return None, f"not better than your best ΔPGR ({best}) by the margin {sc.ladder_margin}"
 
     def _best_shown(self, agent: str) -> float | None:
         row = self.store.one("SELECT MAX(shown) AS b FROM submissions WHERE agent=?", (agent,))
@@ -165,27 +157,19 @@ class Scorer:
         row = self.store.one("SELECT s.agent, s.shown, s.message, s.public, r.method, r.params "
                              "FROM submissions s JOIN recorded r USING (trial_id) "
                              "WHERE trial_id=?", (trial_id,))
-        d = self.cfg.scoring.feedback_decimals
-        public = json.loads(row["public"])
-        vs = public["vs_vanilla"] or {}
-        shown = row["shown"] is not None
         return {"trial_id": trial_id,
-                "public_delta": row["shown"],
-                "public_delta_ci": [round(vs["lo"], d), round(vs["hi"], d)]
-                if shown and vs.get("lo") is not None else None,
-                "public_pgr": round(public["pgr"], d) if shown and public["pgr"] is not None
-                else None,
+                **rules.shown_scores(row["shown"], json.loads(row["public"]),
+                                     self.cfg.scoring.feedback_decimals),
                 "replicated": self.replicated(row["method"], json.loads(row["params"])),
                 "your_best": self._best_shown(row["agent"]), "message": row["message"]}
 
     def replicated(self, method: str, params: dict[str, Any]) -> bool | None:
         """Whether a configuration submitted on two or more disjoint seed sets shows a public
         ΔPGR whose 95% CI, pooled over all its seeds, lies above 0. None until re-run."""
-        preds = self.config_predictions(method, params)
-        if len(preds) < 2 or len(self._runs(method, params)) < 2:
-            return None
-        cmp = self.truth.compare(preds, self._vanilla, "public")
-        return bool(cmp and cmp["lo"] is not None and cmp["lo"] > 0)
+        runs = self._runs(method, params)
+        preds = self._pool(runs)
+        return rules.replicated(len(preds), len(runs),
+                                lambda: self.truth.compare(preds, self._vanilla, "public"))
 
     def _runs(self, method: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Submitted trials of one configuration (not the baseline's), oldest first."""
@@ -197,9 +181,13 @@ class Scorer:
 
     def config_predictions(self, method: str, params: dict[str, Any]) -> Preds:
         """Every submitted seed of a configuration, whoever ran it (first run of a seed wins)."""
+        return self._pool(self._runs(method, params))
+
+    @staticmethod
+    def _pool(runs: list[dict[str, Any]]) -> Preds:
         out: Preds = {}
-        for r in self._runs(method, params):
-            out = {**unpack(r["preds"]), **out}
+        for r in runs:
+            out = {**unpack(r["preds"]), **out}  # earlier runs override later ones
         return out
 
     def _near_duplicate(self, agent: str, trial_id: str, preds: Preds) -> str | None:
@@ -208,17 +196,8 @@ class Scorer:
         rows = self.store.rows("SELECT s.trial_id, r.preds FROM submissions s JOIN recorded r "
                                "USING (trial_id) WHERE s.agent=? AND s.trial_id != ?",
                                (agent, trial_id))
-        for r in rows:
-            other = unpack(r["preds"])
-            common = set(other) & set(preds)
-            if common and all(self._differ(s, other[s], preds[s]) for s in common):
-                return r["trial_id"]
-        return None
-
-    def _differ(self, seed: int, a: np.ndarray, b: np.ndarray) -> bool:
-        items = self.truth.seed(seed).parts["public"]
-        limit = max(3, int(0.01 * len(items)))
-        return int((a[items].argmax(1) != b[items].argmax(1)).sum()) < limit
+        return integrity.near_duplicate(preds, ((r["trial_id"], unpack(r["preds"])) for r in rows),
+                                        lambda seed: self.truth.seed(seed).parts["public"])
 
     def record_control(self, trial_id: str, seeds: list[int], preds: list[np.ndarray]) -> dict:
         """Score the teacher-use control of a submitted trial and flag the submission when
@@ -235,14 +214,10 @@ class Scorer:
         control = estimate(correct, *self.truth.reference(list(seeds), "private"))["pgr"]
         real = json.loads(row["private"])["pgr"]
         flags = [f for f in json.loads(row["flags"]) if f["kind"] != "teacher_use"]
-        drop = None if real is None or control is None else real - control
-        ignores = drop is not None and drop < self.cfg.scoring.teacher_use_threshold * max(
-            abs(real), 0.1)
-        flags.append({"kind": "teacher_use", "control_pgr": control, "drop": drop,
-                      "ignores_teacher": ignores})
+        flags.append(integrity.teacher_use(real, control, self.cfg.scoring.teacher_use_threshold))
         self.store.execute("UPDATE submissions SET flags=? WHERE trial_id=?",
                            (dumps(flags), trial_id))
-        if ignores:
+        if flags[-1]["ignores_teacher"]:
             self.record_event(row["agent"], trial_id, "ignores_teacher",
                               f"PGR {real:.3f} vs {control:.3f} with shuffled teacher labels")
         return flags[-1]
