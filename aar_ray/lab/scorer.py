@@ -11,7 +11,7 @@ import io
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,9 +19,12 @@ from aar_ray.config import CampaignConfig
 from aar_ray.errors import Refusal
 from aar_ray.lab import integrity, rules
 from aar_ray.lab.store import Store, dumps
-from aar_ray.lab.truth import GroundTruth, Preds, estimate
 from aar_ray.observe import metrics
-from aar_ray.w2s.student import StudentInputs
+
+if TYPE_CHECKING:  # ground truth loads torch and scipy: in the scorer's own process only, not
+    # in every process that holds a scorer handle (deserialising one imports this module)
+    from aar_ray.lab.truth import Preds
+    from aar_ray.w2s.student import StudentInputs
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS recorded (
@@ -61,6 +64,8 @@ class Scorer:
     """Plain class (the actor wraps it) so the scoring rules are testable without Ray."""
 
     def __init__(self, campaign_dir: str, cfg: CampaignConfig) -> None:
+        from aar_ray.lab.truth import GroundTruth
+
         self.cfg = cfg
         self.truth = GroundTruth(cfg)
         self.store = Store(Path(campaign_dir) / "scorer.sqlite", SCHEMA)
@@ -207,6 +212,8 @@ class Scorer:
                              (trial_id,))
         if row is None:
             raise ScoreError(f"trial {trial_id!r} was never submitted")
+        from aar_ray.lab.truth import estimate
+
         # pooled over every (seed, shuffle) run, like the trial's own PGR: a mean of per-seed
         # ratios would differ from it even for a method whose answers do not change
         correct = [self.truth.correct({s: p}, "private")[s]
