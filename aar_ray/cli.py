@@ -220,8 +220,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(format_leaderboard(summary))
     print(format_verdict(summary))
     d = summary["diversity"]
+    overlap = d["mean_method_overlap"]  # None with a single explorer
     print(f"diversity: {d['team_methods']} methods, {d['team_regions']} parameter regions, "
-          f"mean method overlap between agents {d['mean_method_overlap']}")
+          f"mean method overlap between agents "
+          f"{'n/a' if overlap is None else f'{overlap:.2f}'}")
     print(f"{summary['trials']['done']} trials done, {summary['trials']['error']} failed, "
           f"in {summary['seconds']:.0f} s")
     print(f"campaign directory: {summary['campaign_dir']}")
