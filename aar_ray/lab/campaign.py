@@ -209,7 +209,7 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
             show.tick()
         if cfg.explorer == "sweep":
             ray.get(list(refs))  # a crashed sweep must fail loudly, not end with 0 trials
-        stopped = over_budget(lab) if cfg.explorer == "agents" else None
+        stopped = over_budget(lab)  # a sweep has no agents: nothing spent, None
         if stopped is None and time.time() >= deadline:
             stopped = f"wall-clock budget ({cfg.budget.wall_clock_s:g} s of exploration)"
         ray.get(lab.queue.drain.remote())
