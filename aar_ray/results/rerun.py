@@ -51,7 +51,7 @@ def rerun(campaign_dir: str | Path, trial_id: str, *,
     method, params, seeds = row["method"], row["params"], row["seeds"]
     changed = code_changed(campaign_dir, method, prov)
     original = unpack(row["preds"])
-    cfg.student = student
+    configured, cfg.student = cfg.student, student  # rerun as recorded, report any drift
     truth = GroundTruth(cfg)  # the same data hash, so the same public/private items
     new = dict(zip(seeds, run_any(cfg, campaign_dir, method, params,
                                   [truth.inputs(s) for s in seeds]), strict=True))
@@ -67,6 +67,6 @@ def rerun(campaign_dir: str | Path, trial_id: str, *,
                           and o["ci_lo"] <= r["pgr"] <= o["ci_hi"]),
         "prediction_agreement": agree,
         "max_abs_prob_diff": float(max(np.abs(original[s] - new[s]).max() for s in seeds)),
-        "code_changed": changed, "student_matches_config": student == cfg.student,
+        "code_changed": changed, "student_matches_config": student == configured,
         "version_diff": version_diff(prov.get("versions", {})),
     }
