@@ -12,7 +12,7 @@ import pytest
 import ray
 
 from aar_ray.config import BudgetConfig, CampaignConfig, ConfigError, ConfirmConfig, save_campaign
-from aar_ray.lab.sweep import HIDDEN, METRIC, SearchSpace, public_score
+from aar_ray.lab.sweep import HIDDEN, METRIC, SearchSpace, public_score, sampler
 from aar_ray.observe.tracking import source
 from aar_ray.results import records
 from aar_ray.results.compare import campaign_facts, format_compare
@@ -35,6 +35,25 @@ def test_search_space_covers_the_registry_with_valid_params():
         seen.add(method)
         study.tell(trial, 0.0)
     assert seen == set(catalog)
+
+
+def _proposals(search: str, campaign_seed: int, n: int = 10) -> list[dict]:
+    study = optuna.create_study(sampler=sampler(search, campaign_seed))
+    space, out = SearchSpace({name: describe(name) for name in METHODS.names()}), []
+    for _ in range(n):
+        trial = study.ask()
+        space(trial)
+        out.append(trial.params)
+        study.tell(trial, 0.0)
+    return out
+
+
+def test_tpe_and_random_arms_share_no_start_up_draws():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tpe, rnd = _proposals("optuna", 1), _proposals("random", 1)
+    # the old shared seed made the arms propose the same first 10 configurations in lockstep
+    assert not [i for i, (a, b) in enumerate(zip(tpe, rnd, strict=True)) if a == b]
+    assert _proposals("random", 1) == rnd  # still reproducible per arm and seed
 
 
 def test_public_score_is_the_ladder_feedback():

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import ray
 from ray import tune
@@ -92,10 +93,15 @@ def _trainable(agent: str):
     return run
 
 
-def _sampler(search: str, seed: int) -> optuna.samplers.BaseSampler:
-    if search == "optuna":
-        return optuna.samplers.TPESampler(seed=seed)
-    return optuna.samplers.RandomSampler(seed=seed)
+SAMPLERS = {"optuna": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+
+
+def sampler(search: str, campaign_seed: int, done: int = 0) -> optuna.samplers.BaseSampler:
+    """The arm's sampler, seeded from (campaign seed, arm, trials already run). TPE starts with
+    random draws, so with one shared seed the TPE and random arms would propose the same first
+    configurations and stop being independent; a resumed sweep must not replay its first draws."""
+    state = np.random.SeedSequence([campaign_seed, list(SAMPLERS).index(search), done])
+    return SAMPLERS[search](seed=int(state.generate_state(1)[0]))
 
 
 def explore(lab: Any, deadline: float) -> list[dict[str, Any]]:
@@ -116,8 +122,7 @@ def explore(lab: Any, deadline: float) -> list[dict[str, Any]]:
     catalog = ray.get(lab.queue.method_catalog.remote())
     searcher = OptunaSearch(
         SearchSpace(catalog), metric=METRIC, mode="max",
-        # a resumed sweep must not replay its sampler's first draws
-        sampler=_sampler(cfg.sweep.search, cfg.seed + len(before)),
+        sampler=sampler(cfg.sweep.search, cfg.seed, len(before)),
         storage=optuna.storages.RDBStorage(f"sqlite:///{Path(lab.dir) / 'sweep.sqlite'}"),
         study_name=agent)
     tuner = tune.Tuner(
