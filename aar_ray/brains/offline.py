@@ -3,16 +3,22 @@ methods it writes itself, used when no Claude API key is set. It sees only tool 
 method descriptions, the scorer's coarse feedback (public ΔPGR over vanilla with its CI, when
 the Ladder allows, and whether a configuration replicated) and the forum.
 
+Each agent is an island of an island model. Within the methods its direction favours it picks
+parameters through an Optuna study per method (ask/tell, TPE, seeded by campaign, agent and
+method), told every feedback it got; the forum is the migration: replicated results other
+agents posted are added to its studies. The studies are rebuilt from the observations kept in
+the agent's state, so a resumed agent continues the same studies and proposes what it would have.
+
 Three habits keep it from chasing noise:
 - **Replicate before exploiting.** A configuration that earns a new best ΔPGR is re-run on
   seeds its first trial did not use before anything is built on it; only a configuration the
-  scorer says replicated becomes an incumbent to perturb, and the forum hears either way.
+  scorer says replicated becomes an incumbent to build on, and the forum hears either way.
 - **Only replicated results migrate.** From the forum it builds only on configurations the
   scorer says replicated, so one lucky number cannot pull the whole fleet onto one method.
 - **A cap per method.** No more than a third of an agent's trials go to one method.
 It starts where its direction points (methods whose descriptions share words with it) and,
-once, writes a method of its own as code (`compositions.py`). Nothing in it knows which
-method is good.
+once, writes a method of its own as code (`compositions.py`), which its studies then tune like
+any other: its space is larger than the registry's. Nothing in it knows which method is good.
 """
 from __future__ import annotations
 
@@ -23,9 +29,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import optuna
 
 from aar_ray.brains.base import Toolbox
 from aar_ray.brains.compositions import COMPOSITIONS
+from aar_ray.brains.space import suggest
 from aar_ray.config import BudgetConfig
 
 STOP = set("a an and are as at be by can could do does for from has how in is it its may "
@@ -52,7 +60,13 @@ class Research:
     started: int = 0  # trials launched
     seeds: list[int] = field(default_factory=list)  # every seed a trial may use
     wrote_method: bool = False
-    sigma: float = 0.2  # local search step, as a share of each parameter's range
+    migrated: list[dict[str, Any]] = field(default_factory=list)  # replicated, from the forum
+
+
+# Shown feedback is the Ladder-gated public ΔPGR; a hidden one ("not better than your best by
+# the margin") ranks below every shown score, exactly as the sweep explorer tells its study.
+HIDDEN = float("-inf")
+STARTUP = 2  # random proposals per method before TPE models it: agents run ~8 trials in all
 
 
 class OfflineBrain:
@@ -60,7 +74,8 @@ class OfflineBrain:
                  seed: int = 0, wait_s: float = 60.0, campaign_seed: int = 0) -> None:
         self.agent_id, self.direction, self.budget = agent_id, direction, budget
         self.wait_s = wait_s
-        self.rng = np.random.default_rng([campaign_seed, seed, sum(map(ord, agent_id))])
+        self.seed_key = [campaign_seed, seed, sum(map(ord, agent_id))]
+        self.rng = np.random.default_rng(self.seed_key)
         self.r = Research()
 
     # ---- Brain protocol ----------------------------------------------------------------------
@@ -146,7 +161,7 @@ class OfflineBrain:
             return self._choose(tools)
         self._know(out["method"], {"properties": spec["properties"]}, spec["summary"])
         self.r.prior[out["method"]] += 2.0  # its own idea: worth a second look
-        return out["method"], self._sample(out["method"])
+        return out["method"], self._propose(out["method"])
 
     def _follow_up(self, tools: Toolbox) -> bool:
         p = self.r.pending
@@ -165,9 +180,6 @@ class OfflineBrain:
         fb = tools.call("submit", {"trial_id": p["trial_id"]}).data() or {}
         delta, replicated = fb.get("public_delta"), fb.get("replicated")
         self.r.results.append({**p, "delta": delta, "replicated": replicated})
-        # (1+1)-ES step size: widen after a success or when nothing changed, narrow after a miss
-        widen = delta is not None or "near-duplicate" in str(fb.get("message", ""))
-        self.r.sigma = min(0.3, self.r.sigma * 1.5) if widen else max(0.03, self.r.sigma * 0.8)
         if p["replication"]:
             outcome = "replicated" if replicated else "did not replicate"
             if replicated:
@@ -203,56 +215,65 @@ class OfflineBrain:
 
     # ---- the search policy -------------------------------------------------------------------
 
-    def _forum_incumbents(self, tools: Toolbox) -> list[dict[str, Any]]:
-        """Configurations to build on from the forum: those that replicated
-        (migration), and none that only one lucky run supports."""
+    def _migrate(self, tools: Toolbox) -> list[dict[str, Any]]:
+        """Configurations to build on from the forum: only those the scorer says replicated
+        (one lucky run never migrates). Each new one is kept, with the ΔPGR its author was
+        shown, and joins this agent's study of that method."""
         posts = tools.call("read_forum", {"tag": "replicated", "sort": "top",
                                           "limit": 10}).data() or []
-        return [{"method": c["method"], "params": c["params"]}
-                for post in posts for c in post.get("cited", [])
-                if c.get("replicated") and c.get("method") in self.r.schemas]
+        seen = {json.dumps([c["method"], c["params"]], sort_keys=True) for c in self.r.migrated}
+        for post in posts:
+            for c in post.get("cited", []):
+                key = json.dumps([c.get("method"), c.get("params")], sort_keys=True)
+                if c.get("replicated") and c.get("method") in self.r.schemas and key not in seen:
+                    seen.add(key)
+                    self.r.migrated.append({"method": c["method"], "params": c["params"],
+                                            "delta": c.get("public_delta")})
+        return self.r.migrated
 
     def _choose(self, tools: Toolbox) -> tuple[str, dict[str, Any]]:
+        """Which method (the researcher's call: direction, cap, incumbents), then its
+        parameters (the method's Optuna study)."""
         done = len(self.r.results)
         horizon = max(1.0, 0.4 * (self.budget.trials_per_agent or 10))
         explore = max(0.25, 1.0 - done / horizon)
         cap = max(1, math.ceil((self.budget.trials_per_agent or 9) / 3))
         used = {n: sum(r["method"] == n for r in self.r.results) for n in self.r.schemas}
+        migrated = self._migrate(tools)
         if self.rng.random() > explore:
-            known = [c for c in self.r.incumbents + self._forum_incumbents(tools)
-                     if used.get(c["method"], 0) < cap]
+            known = [c for c in self.r.incumbents + migrated if used.get(c["method"], 0) < cap]
             if known:
-                pick = known[self.rng.integers(len(known))]
-                return pick["method"], self._perturb(pick["method"], pick["params"])
+                return (method := known[self.rng.integers(len(known))]["method"]), \
+                    self._propose(method)
         names = [n for n in sorted(self.r.schemas) if used[n] < cap] or sorted(self.r.schemas)
         w = np.array([self.r.prior[n] / (1 + used[n]) for n in names])
         name = names[self.rng.choice(len(names), p=w / w.sum())]
-        return name, self._sample(name)
+        return name, self._propose(name)
 
-    def _sample(self, method: str) -> dict[str, Any]:
-        return {k: self._draw(spec)
-                for k, spec in self.r.schemas[method].get("properties", {}).items()}
+    def study(self, method: str) -> optuna.Study:
+        """The agent's study of `method`, rebuilt from what it observed: its own trials (shown
+        ΔPGR, HIDDEN when withheld, failed when the trial failed) and the migrated results.
+        The sampler's seed includes the number of observations, so a resumed agent proposes
+        exactly what it would have without the restart."""
+        schema = self.r.schemas[method]
+        seen = [(r["params"], r["delta"], r.get("error")) for r in self.r.results
+                if r["method"] == method] + \
+               [(c["params"], c["delta"], None) for c in self.r.migrated if c["method"] == method]
+        state = np.random.SeedSequence([*self.seed_key, sum(map(ord, method)), len(seen)])
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # a study per proposal: no chatter
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(
+            seed=int(state.generate_state(1)[0]), n_startup_trials=STARTUP))
+        defaults = {k: spec["default"] for k, spec in schema.get("properties", {}).items()
+                    if "default" in spec}  # a result posted with some parameters left out
+        for params, delta, error in seen:  # replay each observation through the same space
+            study.enqueue_trial({**defaults, **params})
+            trial = study.ask()
+            suggest(trial, method, schema)
+            if error:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(trial, HIDDEN if delta is None else delta)
+        return study
 
-    def _draw(self, spec: dict[str, Any]) -> Any:
-        if "enum" in spec:
-            return spec["enum"][self.rng.integers(len(spec["enum"]))]
-        if spec["type"] == "boolean":
-            return bool(self.rng.integers(2))
-        lo, hi = spec.get("minimum", 0), spec.get("maximum", 1)
-        if spec["type"] == "integer":
-            return int(self.rng.integers(lo, hi + 1))
-        return round(float(self.rng.uniform(lo, hi)), 3)
-
-    def _perturb(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        out = dict(params)
-        for k, spec in self.r.schemas[method].get("properties", {}).items():
-            if k not in out:
-                out[k] = spec["default"]
-            if spec["type"] in ("number", "integer") and "enum" not in spec:
-                lo, hi = spec.get("minimum", 0), spec.get("maximum", 1)
-                v = out[k] + self.rng.normal(0, self.r.sigma * (hi - lo))
-                v = min(hi, max(lo, v))
-                out[k] = int(round(v)) if spec["type"] == "integer" else round(float(v), 3)
-            elif self.rng.random() < self.r.sigma:
-                out[k] = self._draw(spec)
-        return out
+    def _propose(self, method: str) -> dict[str, Any]:
+        return suggest(self.study(method).ask(), method, self.r.schemas[method])

@@ -19,7 +19,7 @@ import ray
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from aar_ray.config import ConfigError
+from aar_ray.brains.space import suggest, suggestion
 from aar_ray.lab import NAMESPACE
 
 METRIC = "public_score"  # what Tune optimises: nothing but the scorer's feedback
@@ -36,32 +36,20 @@ def public_score(feedback: dict[str, Any]) -> float:
     return HIDDEN if shown is None else shown
 
 
-def _suggestion(method: str, key: str, spec: dict[str, Any]) -> tuple[str, tuple]:
-    """The Optuna `suggest_*` call for one parameter's JSON schema from the registry."""
-    if "enum" in spec:
-        return "suggest_categorical", (spec["enum"],)
-    if spec["type"] == "boolean":
-        return "suggest_categorical", ([True, False],)
-    if spec.get("minimum") is None or spec.get("maximum") is None:
-        raise ConfigError(f"method {method}.{key}: declares no range (lo, hi); a sweep needs one")
-    kind = "suggest_int" if spec["type"] == "integer" else "suggest_float"
-    return kind, (spec["minimum"], spec["maximum"])
-
-
 class SearchSpace:
     """A define-by-run space over `catalog` (the queue's `method_catalog`). Parameters are named
     `<method>/<param>`, which Tune unflattens into config[method][param]. A class, not a
     closure: Tune pickles the searcher, space included, when it saves its state."""
 
     def __init__(self, catalog: dict[str, dict[str, Any]]) -> None:
-        self.calls = {m: [(f"{m}/{k}", *_suggestion(m, k, spec))
-                          for k, spec in d["params"]["properties"].items()]
-                      for m, d in sorted(catalog.items())}
+        for m, d in catalog.items():  # a parameter with no range is refused now, not mid-sweep
+            for k, spec in d["params"]["properties"].items():
+                suggestion(m, k, spec)
+        self.schemas = {m: d["params"] for m, d in sorted(catalog.items())}
 
     def __call__(self, trial: Any) -> None:
-        method = trial.suggest_categorical("method", list(self.calls))
-        for name, kind, args in self.calls[method]:
-            getattr(trial, kind)(name, *args)
+        method = trial.suggest_categorical("method", list(self.schemas))
+        suggest(trial, method, self.schemas[method], prefix=f"{method}/")
 
 
 def _finished(queue: Any, trial_id: str, agent: str) -> dict[str, Any]:
