@@ -36,10 +36,7 @@ def _board(entries: list[dict[str, Any]]) -> list[str]:
 
 def campaign_text(campaign_dir: str | Path, top: int = 10) -> str:
     """Progress of the campaign in `campaign_dir`, from its files only."""
-    d = Path(campaign_dir)
-    if not (d / "config.yaml").exists() and not (d / "trials.sqlite").exists():
-        raise FileNotFoundError(f"{d}: not a campaign directory (no config.yaml or "
-                                "trials.sqlite)")
+    d = records.campaign_dir(campaign_dir)
     trials, posts = records.queued_trials(d), records.posts(d)
     shown = [{"agent": s["agent"], "delta": s["shown"], "method": s["method"],
               "params": s["params"]} for s in records.submissions(d)]
@@ -167,7 +164,8 @@ def status(campaign_dir: str | None, address: str | None, watch: bool = False,
            interval: float = 2.0) -> int:
     """Print progress once, or every `interval` seconds until Ctrl-C with `watch`. Reads the
     campaign directory if given, else the live actors at `address` (or RAY_ADDRESS).
-    Returns 0, 1 (nothing to show: not a campaign, or no live campaign) or 2 (usage)."""
+    Returns 0, 1 (no live campaign, or Ray unreachable) or 2 (usage); a directory that is not
+    a campaign raises a RecordsError, which `aar` reports as bad input (2), as `aar report`."""
     interval = max(0.2, float(interval))
     try:
         if campaign_dir:

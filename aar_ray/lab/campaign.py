@@ -20,6 +20,7 @@ from typing import Any
 
 import ray
 
+from aar_ray.brains import require_key
 from aar_ray.brains.base import total_tokens
 from aar_ray.config import CampaignConfig, load_campaign, save_campaign
 from aar_ray.lab import NAMESPACE, confirmation, placement, startup
@@ -134,7 +135,20 @@ def start_lab(cfg: CampaignConfig, campaign_dir: Path, with_agents: bool = True)
     # the other actors' processes start while the scorer prepares (a progress bar while it
     # embeds); they reach the scorer only once the campaign runs
     prepared = startup.prepare(scorer)
+    if (warning := gap_warning(cfg, prepared)) is not None:
+        print(warning, file=sys.stderr, flush=True)
     return Lab(cfg, campaign_dir, scorer, forum, queue, agents, prepared)
+
+
+def gap_warning(cfg: CampaignConfig, prepared: dict[str, Any]) -> str | None:
+    """A line before agents start when the measured gap (ceiling − teacher accuracy) is below
+    `scoring.min_gap`: PGR divides by that gap, so its CIs grow as it shrinks."""
+    gap = prepared["ceiling_acc"] - prepared["weak_acc"]
+    if gap >= cfg.scoring.min_gap:
+        return None
+    return (f"aar: warning: {cfg.setting.label}: the ceiling beats the teacher by only "
+            f"{100 * gap:.1f} points (scoring.min_gap: {100 * cfg.scoring.min_gap:g}); PGR "
+            "divides by this gap, so expect very wide confidence intervals")
 
 
 def run_baseline(lab: Lab) -> None:
@@ -183,8 +197,10 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
     if resume:
         campaign_dir = Path(resume).resolve()
         cfg = load_campaign(campaign_dir / "config.yaml")
+        require_key(cfg)
     else:
         assert cfg is not None
+        require_key(cfg)  # before a directory is made or Ray starts
         campaign_dir = new_campaign_dir(cfg)
         save_campaign(cfg, campaign_dir / "config.yaml")
     started = init_ray(cfg)
