@@ -144,8 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     rt.set_defaults(fn=cmd_redteam)
 
     st = sub.add_parser("status", help="progress of a campaign (its directory, or RAY_ADDRESS)")
-    st.add_argument("campaign_dir", nargs="?", help="default: the live campaign at RAY_ADDRESS")
-    st.add_argument("--address", default=None, help="a Ray cluster (default: RAY_ADDRESS)")
+    st.add_argument("campaign_dir", nargs="?", help="default: the live campaign on the cluster")
+    st.add_argument("--address", default=None,
+                    help="HOST:PORT (GCS), ray://HOST:PORT or http://HOST:8265 (default: "
+                         "RAY_ADDRESS, else the cluster last started here, as `ray status`)")
     st.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     st.add_argument("--interval", type=float, default=2.0)
     st.set_defaults(fn=cmd_status)
@@ -246,10 +248,7 @@ def cmd_redteam(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from aar_ray.status import status
 
-    address = args.address or (None if args.campaign_dir else os.environ.get("RAY_ADDRESS"))
-    if not args.campaign_dir and not address:
-        raise ConfigError("give a campaign directory, or --address / RAY_ADDRESS for a live one")
-    return status(args.campaign_dir, address, args.watch, args.interval)
+    return status(args.campaign_dir, args.address, args.watch, args.interval)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -20,9 +20,10 @@ from typing import Any
 
 import ray
 
+from aar_ray import connect
 from aar_ray.brains import require_key
 from aar_ray.brains.base import total_tokens
-from aar_ray.config import CampaignConfig, load_campaign, save_campaign
+from aar_ray.config import CampaignConfig, ConfigError, load_campaign, save_campaign
 from aar_ray.lab import NAMESPACE, confirmation, placement, startup
 from aar_ray.lab.actors import ForumActor, ScorerActor, TrialQueueActor, create
 from aar_ray.lab.agent import ResearcherActor
@@ -81,17 +82,22 @@ def init_ray(cfg: CampaignConfig) -> bool:
     it."""
     if ray.is_initialized():
         return False
-    address = os.environ.get("RAY_ADDRESS")
+    address = connect.resolve(None)  # RAY_ADDRESS, else embedded
+    if address.kind == "dashboard":
+        raise ConfigError(f"RAY_ADDRESS={address.value} is the dashboard (Jobs API): submit "
+                          f"the campaign with `ray job submit --address {address.value} "
+                          "--working-dir . -- python jobs/campaign.py --config CONFIG`, or give "
+                          "the GCS address (HEAD:6379) or ray://HEAD:10001")
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     env.setdefault("WANDB_MODE", cfg.wandb.mode)
-    env["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "disabled")
+    env[connect.AUTH_ENV] = connect.auth_mode(embedded=address.kind == "local")
     runtime_env = {"env_vars": env}
     with without_secrets():
-        if address:
-            ray.init(address=address, namespace=NAMESPACE, runtime_env=runtime_env,
-                     log_to_driver=False)
-        else:
+        if address.kind == "local":
             placement.start_embedded(cfg, NAMESPACE, runtime_env)
+        else:
+            connect.join(address, namespace=NAMESPACE, runtime_env=runtime_env,
+                         log_to_driver=False)
     return True
 
 
@@ -197,13 +203,12 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
     if resume:
         campaign_dir = Path(resume).resolve()
         cfg = load_campaign(campaign_dir / "config.yaml")
-        require_key(cfg)
-    else:
-        assert cfg is not None
-        require_key(cfg)  # before a directory is made or Ray starts
+    assert cfg is not None
+    require_key(cfg)  # the key and the address are checked before a directory is made
+    started = init_ray(cfg)
+    if not resume:
         campaign_dir = new_campaign_dir(cfg)
         save_campaign(cfg, campaign_dir / "config.yaml")
-    started = init_ray(cfg)
     if threading.current_thread() is threading.main_thread():
         # after ray.init, whose own SIGTERM handler aborts: a stopped campaign shuts Ray down
         # cleanly instead, and `aar run --resume DIR` continues it
