@@ -101,6 +101,22 @@ def init_ray(cfg: CampaignConfig) -> bool:
     return True
 
 
+LONG_CAMPAIGN_S = 3600  # exploration this long (or any Claude campaign) must keep its records
+
+
+def check_root_outlives_job(cfg: CampaignConfig, cwd: Path | None = None) -> None:
+    """Refuse a long campaign whose `root` lies inside a Ray job's unpacked working directory
+    (`.../runtime_resources/working_dir_files/...`): that directory, and on KubeRay the whole
+    head pod, is deleted after the job, taking the SQLite records, W&B runs and report along."""
+    cwd = (cwd or Path.cwd()).resolve()
+    root = (cwd / cfg.root).resolve()
+    long = cfg.brain == "claude" or cfg.budget.wall_clock_s >= LONG_CAMPAIGN_S
+    if long and "runtime_resources" in cwd.parts and root.is_relative_to(cwd):
+        raise ConfigError(f"root: {cfg.root!r} is inside the job's working directory ({cwd}), "
+                          "which is deleted with the job: give root (or --root) on shared "
+                          "storage, e.g. /mnt/cluster_storage/aar/campaigns")
+
+
 def new_campaign_dir(cfg: CampaignConfig) -> Path:
     path = Path(cfg.root) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     path.mkdir(parents=True, exist_ok=False)
@@ -204,7 +220,9 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
         campaign_dir = Path(resume).resolve()
         cfg = load_campaign(campaign_dir / "config.yaml")
     assert cfg is not None
-    require_key(cfg)  # the key and the address are checked before a directory is made
+    require_key(cfg)  # the key, the root and the address: checked before anything starts
+    if not resume:
+        check_root_outlives_job(cfg)
     started = init_ray(cfg)
     if not resume:
         campaign_dir = new_campaign_dir(cfg)
