@@ -33,7 +33,7 @@ def test_the_shipped_manifests_pass(capsys):
     (RAYJOB, "activeDeadlineSeconds: 57600", "", "spec.activeDeadlineSeconds"),
     (RAYJOB, "    backoffLimit: 2", "", "spec.submitterConfig.backoffLimit"),
     (RAYJOB, "- {name: ANTHROPIC_API_KEY_FILE, value: /var/run/secrets/aar/anthropic/api-key}",
-     "- {name: ANTHROPIC_API_KEY, value: sk-in-plain-sight}", "env.ANTHROPIC_API_KEY: a credential"),
+     "- {name: ANTHROPIC_API_KEY, value: sk-plain}", "env.ANTHROPIC_API_KEY: a credential"),
     (RAYJOB, "    env_vars:\n", "    env_vars:\n      WANDB_API_KEY: abc\n",
      "runtimeEnvYAML.env_vars.WANDB_API_KEY"),
     (RAYJOB, """          resources: '"{\\"aar_worker\\": 1}"'""", "          {}",
