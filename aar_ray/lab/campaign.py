@@ -29,6 +29,7 @@ from aar_ray.lab.actors import ForumActor, ScorerActor, TrialQueueActor, create
 from aar_ray.lab.agent import ResearcherActor
 from aar_ray.lab.directions import DIRECTIONS
 from aar_ray.lab.store import checkpoint
+from aar_ray.observe import tracking
 from aar_ray.results import stats
 from aar_ray.results.diversity import diversity
 
@@ -260,6 +261,7 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
         end = confirmation.run(lab)
         summary = {**summarise(lab, time.time() - t0), **end, "stopped_by": stopped}
         (campaign_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        tracking.log_verdict(campaign_dir.name, str(campaign_dir), cfg, summary)
         return summary
     finally:
         if started:
