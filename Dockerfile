@@ -14,5 +14,6 @@ RUN pip install --no-cache-dir -e '.[gpu]'
 # job entrypoints and configs: the RayJob's working_dir is this checkout
 COPY --chown=ray:users jobs ./jobs
 # no network at run time unless a campaign asks for it: models and data come pinned from the HF
-# cache (pre-fill it, or unset these for nodes with internet)
-ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+# cache, which lives on the shared storage every node mounts (pre-fill it once from a machine with
+# internet that mounts it too), or unset the two offline flags for nodes with internet
+ENV HF_HOME=/mnt/cluster_storage/hf HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1

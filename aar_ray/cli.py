@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from aar_ray import train
+from aar_ray import exits, train
 from aar_ray.config import ConfigError
 
 # the campaign `make run` runs: `aar trial` takes its defaults from it
@@ -34,12 +34,14 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 
 def parse_seeds(text: str) -> list[int]:
+    """`--seeds 0,1,2`: distinct integers >= 0, no empty item (`0,,1` is a typo, not 0,1)."""
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",")]
     except ValueError:
-        raise ConfigError(f"--seeds {text!r}: expected comma-separated integers") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds {text!r}: expected distinct integers")
+        raise ConfigError(f"--seeds {text!r}: expected comma-separated integers, no empty "
+                          "items") from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text!r}: expected distinct integers >= 0")
     return seeds
 
 
@@ -99,10 +101,8 @@ def _fmt(ms: dict[str, float | None]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from aar_ray.w2s.methods import METHODS
-    from aar_ray.w2s.models import MODELS
-    from aar_ray.w2s.tasks import TASKS
-
+    """The subcommands. Builds without reading any catalog (a broken plugin must fail only
+    the commands that read it, inside `main`'s error handler); `aar methods` lists them."""
     p = argparse.ArgumentParser(prog="aar", description="Automated alignment research on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -110,10 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", default=str(DEFAULT_CAMPAIGN),
                    help="campaign YAML whose setting, seeds and student are the defaults of "
                         "every flag below (default: the default campaign, %(default)s)")
-    t.add_argument("--task", help=f"one of {TASKS.names()}")
-    t.add_argument("--weak", help=f"one of {MODELS.names()}")
-    t.add_argument("--strong", help=f"one of {MODELS.names()}")
-    t.add_argument("--method", default="vanilla", help=f"one of {METHODS.names()}")
+    t.add_argument("--task", help="a registered task (see `aar methods`)")
+    t.add_argument("--weak", help="a registered model (see `aar methods`)")
+    t.add_argument("--strong", help="a registered model (see `aar methods`)")
+    t.add_argument("--method", default="vanilla", help="a registered method (see `aar methods`)")
     t.add_argument("--param", action="append", default=[], metavar="K=V",
                    help="method parameter (repeatable); see `aar methods`")
     t.add_argument("--seeds", help="comma-separated (default: the campaign's trial seeds)")
@@ -144,8 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     rt.set_defaults(fn=cmd_redteam)
 
     st = sub.add_parser("status", help="progress of a campaign (its directory, or RAY_ADDRESS)")
-    st.add_argument("campaign_dir", nargs="?", help="default: the live campaign at RAY_ADDRESS")
-    st.add_argument("--address", default=None, help="a Ray cluster (default: RAY_ADDRESS)")
+    st.add_argument("campaign_dir", nargs="?", help="default: the live campaign on the cluster")
+    st.add_argument("--address", default=None,
+                    help="HOST:PORT (GCS), ray://HOST:PORT or http://HOST:8265 (default: "
+                         "RAY_ADDRESS, else the cluster last started here, as `ray status`)")
     st.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     st.add_argument("--interval", type=float, default=2.0)
     st.set_defaults(fn=cmd_status)
@@ -195,7 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = load_campaign(args.config)
         if args.brain:
             cfg.brain = args.brain
-        if args.agents:
+        if args.agents is not None:  # `--agents 0` is refused by validate, not ignored
             cfg.agents = args.agents
         if args.root:
             cfg.root = args.root
@@ -216,7 +218,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = run_campaign(cfg, resume=args.resume, progress=not args.no_progress)
     except KeyboardInterrupt:
         print("\naar: stopped; continue with `aar run --resume <campaign dir>`", file=sys.stderr)
-        return 130
+        return exits.STOPPED
     print(format_leaderboard(summary))
     print(format_verdict(summary))
     d = summary["diversity"]
@@ -246,20 +248,14 @@ def cmd_redteam(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from aar_ray.status import status
 
-    address = args.address or (None if args.campaign_dir else os.environ.get("RAY_ADDRESS"))
-    if not args.campaign_dir and not address:
-        raise ConfigError("give a campaign directory, or --address / RAY_ADDRESS for a live one")
-    return status(args.campaign_dir, address, args.watch, args.interval)
+    return status(args.campaign_dir, args.address, args.watch, args.interval)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from aar_ray.report import write_report
+    from aar_ray.results.records import campaign_dir
 
-    d = Path(args.campaign_dir)
-    if not (d / "config.yaml").exists() and not (d / "trials.sqlite").exists():
-        raise ConfigError(f"{d}: not a campaign directory (no config.yaml or trials.sqlite)")
+    campaign_dir(args.campaign_dir)
     print(f"report: {write_report(args.campaign_dir, args.out)}")
     return 0
 
@@ -324,8 +320,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
+    from aar_ray.registry import MODELS, TASKS
     from aar_ray.w2s.methods import METHODS, describe
 
+    print(f"tasks: {', '.join(TASKS.names())}\nmodels: {', '.join(MODELS.names())}\nmethods:")
     for name in METHODS.names():
         d = describe(name)
         print(f"{name} [modes: {', '.join(d['modes'])}]: {d['summary'].splitlines()[0]}")
@@ -340,12 +338,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     train.install()  # `aar trial --mode finetune` and the audit fine-tune on Ray Train
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # argparse's own errors exit 2 as well
     try:
         return args.fn(args)
-    except ConfigError as e:
-        print(f"aar: error: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:  # the expected failures, one line each (aar_ray.exits)
+        known = exits.classify(e)
+        if known is None:
+            raise
+        print(known[1], file=sys.stderr)
+        return known[0]
 
 
 if __name__ == "__main__":

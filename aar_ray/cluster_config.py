@@ -21,6 +21,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from aar_ray.cluster_policy import cluster_yaml_problems, rayjob_problems
 from aar_ray.manifests import (
     ClusterConfigError,
     RayApiMovedError,
@@ -87,7 +88,7 @@ def validate_cluster_yaml(path: str | Path) -> dict[str, Any]:
     problems = [line for err in errors for line in describe_schema_error(err)]
     if problems:
         raise ClusterConfigError(source, problems)
-    problems = _cross_field_problems(config)
+    problems = _cross_field_problems(config) + cluster_yaml_problems(config)
     if problems:
         raise ClusterConfigError(source, problems)
 
@@ -263,6 +264,7 @@ def validate_rayjob(path: str | Path) -> dict[str, Any]:
     """
     source, doc = load_yaml_mapping(path)
     problems = _rayjob_problems(doc)
+    problems += rayjob_problems(doc) if not problems else []
     if problems:
         raise ClusterConfigError(source, problems)
 

@@ -60,14 +60,12 @@ class FinetuneConfig:
     bf16: bool = True  # bf16 autocast on GPU workers (ignored on CPU)
 
     def validate(self, where: str) -> None:
-        check(self.num_workers >= 1, f"{where}.num_workers", "must be >= 1")
+        for name in ("num_workers", "epochs", "batch_size", "start_timeout_s"):
+            check(getattr(self, name) >= 1, f"{where}.{name}", "must be >= 1")
         check(self.cpus_per_worker > 0, f"{where}.cpus_per_worker", "must be > 0")
-        check(self.epochs >= 1, f"{where}.epochs", "must be >= 1")
         check(self.lr > 0, f"{where}.lr", "must be > 0")
-        check(self.batch_size >= 1, f"{where}.batch_size", "must be >= 1")
         check(self.max_length >= 8, f"{where}.max_length", "must be >= 8")
         check(self.lora_r >= 0, f"{where}.lora_r", "must be >= 0")
-        check(self.start_timeout_s >= 1, f"{where}.start_timeout_s", "must be >= 1")
         MODELS.check(self.strong_model, f"{where}.strong_model")
         check(MODELS.get(self.strong_model).hf_path is not None,
               f"{where}.strong_model", "has no trainable weights (no hf_path)")
@@ -184,8 +182,8 @@ class ResourcesConfig:
     scorer_gpus: float = 0.0  # the scorer embeds texts and trains the ceiling: a GPU with LLMs
     sandbox_cpu_seconds: int = 300  # limits for agents' own methods, run in the sandbox
     sandbox_memory_mb: int = 8192
-    # where a node offers no kernel boundary (Landlock + seccomp), run agents' methods under the
-    # audit hook alone instead of refusing them; see docs/threat-model.md
+    # on a node with no kernel boundary (Landlock + seccomp), run agents' methods under the audit
+    # hook alone instead of refusing them (docs/threat-model.md)
     sandbox_allow_weak: bool = False
     # placement on a multi-node cluster (docs/scale.md): custom resources that the scorer,
     # forum and trial queue (head), the agents' actors and the trial tasks ask for, offered by
@@ -221,6 +219,7 @@ class ScoringConfig:
     # teacher's labels are shuffled; run for the top `control_top_k` leaderboard entries
     teacher_use_threshold: float = 0.5
     control_top_k: int = 5
+    min_gap: float = 0.05  # warn before agents start when ceiling − teacher accuracy is less
 
     def validate(self, where: str) -> None:
         check(0.0 < self.public_fraction < 1.0, f"{where}.public_fraction", "must be in (0, 1)")
@@ -229,7 +228,8 @@ class ScoringConfig:
         check(self.ladder_margin >= 0, f"{where}.ladder_margin", "must be >= 0")
         check(0 < self.teacher_use_threshold <= 1, f"{where}.teacher_use_threshold",
               "must be in (0, 1]")
-        check(self.control_top_k >= 0, f"{where}.control_top_k", "must be >= 0")
+        for name in ("control_top_k", "min_gap"):
+            check(getattr(self, name) >= 0, f"{where}.{name}", "must be >= 0")
 
 
 @dataclass
@@ -259,10 +259,10 @@ class ConfirmConfig:
 
     def validate(self, where: str) -> None:
         check(self.top_k >= 1, f"{where}.top_k", "must be >= 1")
-        check(len(self.seeds) >= 2, f"{where}.seeds", "needs at least two fresh seeds")
-        check(len(set(self.seeds)) == len(self.seeds), f"{where}.seeds", "must be distinct")
-        check(0 < self.alpha < 1, f"{where}.alpha", "must be in (0, 1)")
-        check(0 < self.power < 1, f"{where}.power", "must be in (0, 1)")
+        check(len(set(self.seeds)) == len(self.seeds) >= 2, f"{where}.seeds",
+              "needs at least two fresh seeds, distinct")
+        for name in ("alpha", "power"):
+            check(0 < getattr(self, name) < 1, f"{where}.{name}", "must be in (0, 1)")
 
 
 @dataclass
@@ -328,8 +328,8 @@ class CampaignConfig:
 
     def validate(self, where: str = "config") -> None:
         check(bool(self.name) and "/" not in self.name, f"{where}.name", "must be a plain name")
-        check(len(self.seeds) >= 1, f"{where}.seeds", "needs at least one seed")
-        check(len(set(self.seeds)) == len(self.seeds), f"{where}.seeds", "must be distinct")
+        check(len(set(self.seeds)) == len(self.seeds) >= 1 and min(self.seeds) >= 0,
+              f"{where}.seeds", "needs at least one seed; distinct, none negative")
         check(self.agents >= 1, f"{where}.agents", "must be >= 1")
         if self.directions:
             check(len(self.directions) >= self.agents or len(self.directions) >= 9,

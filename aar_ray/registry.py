@@ -50,6 +50,9 @@ class Registry(Generic[T]):
         self.builtins = builtins  # a module, or a package whose every module is imported
         self.group = group  # the entry point group third-party packages register under
         self._items: dict[str, T] = {}
+        # entry points that failed to load, name -> why: only a read of that name (or of the
+        # whole catalog) fails, so one broken plugin does not break every command
+        self._broken: dict[str, str] = {}
         self._state = "new"  # -> "loading" -> "loaded"
         self._lock = threading.RLock()  # re-entrant: a discovered module may read the catalog
 
@@ -95,14 +98,15 @@ class Registry(Generic[T]):
         try:
             obj: Any = ep.load()
         except Exception as e:
-            raise ConfigError(f"{where}: failed to load: {type(e).__name__}: {e}") from e
+            self._broken[ep.name] = f"{where}: failed to load: {type(e).__name__}: {e}"
+            return
         if isinstance(obj, types.ModuleType):  # the module registered its objects on import
             return
         name = getattr(obj, "name", ep.name)
         if name != ep.name:
-            raise ConfigError(f"{where}: names a {self.kind} called {name!r}; the entry point "
-                              "name must be the same")
-        if self._items.get(name) is not obj:
+            self._broken[ep.name] = (f"{where}: names a {self.kind} called {name!r}; the entry "
+                                     "point name must be the same")
+        elif self._items.get(name) is not obj:
             self.add(name, obj)
 
     # ---- reading ---------------------------------------------------------------------------
@@ -114,13 +118,20 @@ class Registry(Generic[T]):
     def check(self, name: str, where: str) -> None:
         """Raise a ConfigError naming `where` and the allowed names unless `name` is registered."""
         self._load()
+        if name in self._broken and name not in self._items:
+            raise ConfigError(self._broken[name])
         if name not in self._items:
             raise ConfigError(f"{where}: unknown {self.kind} {name!r}"
                               f"{did_you_mean(name, list(self._items))}; "
                               f"allowed: {sorted(self._items)}")
 
     def names(self) -> list[str]:
+        """Every registered name; a ConfigError naming the first broken entry point if any
+        failed to load, since whoever reads the whole catalog would miss it."""
         self._load()
+        broken = sorted(set(self._broken) - set(self._items))
+        if broken:
+            raise ConfigError(self._broken[broken[0]])
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aar_ray import connect
 from aar_ray.brains.base import total_tokens
+from aar_ray.errors import ConfigError
 from aar_ray.observe import operations
 from aar_ray.results import records
 
@@ -36,10 +37,7 @@ def _board(entries: list[dict[str, Any]]) -> list[str]:
 
 def campaign_text(campaign_dir: str | Path, top: int = 10) -> str:
     """Progress of the campaign in `campaign_dir`, from its files only."""
-    d = Path(campaign_dir)
-    if not (d / "config.yaml").exists() and not (d / "trials.sqlite").exists():
-        raise FileNotFoundError(f"{d}: not a campaign directory (no config.yaml or "
-                                "trials.sqlite)")
+    d = records.campaign_dir(campaign_dir)
     trials, posts = records.queued_trials(d), records.posts(d)
     shown = [{"agent": s["agent"], "delta": s["shown"], "method": s["method"],
               "params": s["params"]} for s in records.submissions(d)]
@@ -150,50 +148,39 @@ def _loop(render: Callable[[], str], watch: bool, interval: float) -> int:
             return 0
 
 
-def _unreachable(address: str) -> str | None:
-    """Why a GCS `host:port` cannot be reached (None if it can, or the address is not of that
-    form): `ray.init` itself retries an unreachable address for minutes."""
-    host, sep, port = address.rpartition(":")
-    if not sep or "://" in address or not port.isdigit():
-        return None
-    try:
-        socket.create_connection((host, int(port)), timeout=3).close()
-    except OSError as e:
-        return str(e) or type(e).__name__
-    return None
-
-
 def status(campaign_dir: str | None, address: str | None, watch: bool = False,
            interval: float = 2.0) -> int:
     """Print progress once, or every `interval` seconds until Ctrl-C with `watch`. Reads the
     campaign directory if given, else the live actors at `address` (or RAY_ADDRESS).
-    Returns 0, 1 (nothing to show: not a campaign, or no live campaign) or 2 (usage)."""
+    Returns 0, 1 (no live campaign, or Ray unreachable) or 2 (usage); a directory that is not
+    a campaign raises a RecordsError, which `aar` reports as bad input (2), as `aar report`."""
     interval = max(0.2, float(interval))
     try:
         if campaign_dir:
             return _loop(lambda: campaign_text(campaign_dir), watch, interval)
-        address = address or os.environ.get("RAY_ADDRESS")
-        if not address:
+        where = connect.resolve(address, find_local=True)  # as `ray status` finds one
+        if where.kind == "local":
             print("aar status: give a campaign directory, or --address / RAY_ADDRESS of a "
-                  "running cluster", file=sys.stderr)
+                  "running cluster (none was found on this machine)", file=sys.stderr)
             return 2
+        if where.kind == "dashboard":
+            if watch:
+                raise ConfigError("aar status --watch needs a driver connection: give the GCS "
+                                  "address (HEAD:6379) or ray://HEAD:10001, not the dashboard")
+            return via_jobs_api(where.value)
         import ray
 
         from aar_ray.lab import NAMESPACE
 
-        # a stray ~/.ray/auth_token would switch this driver to token auth
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         started = not ray.is_initialized()
-        problem = _unreachable(address) if started else None
-        if problem:
-            print(f"aar status: cannot connect to Ray at {address}: {problem}", file=sys.stderr)
-            return 1
         if started:
             try:
-                ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
-                         logging_level="ERROR")
+                connect.join(where, namespace=NAMESPACE, log_to_driver=False,
+                             logging_level="ERROR")
             except Exception as e:  # unreachable cluster, wrong address, auth mismatch
-                print(f"aar status: cannot connect to Ray at {address}: {e}", file=sys.stderr)
+                print(f"aar status: cannot connect to Ray at {where.value}: "
+                      f"{str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                      file=sys.stderr)
                 return 1
         try:
             return _loop(live_text, watch, interval)
@@ -202,3 +189,26 @@ def status(campaign_dir: str | None, address: str | None, watch: bool = False,
                 ray.shutdown()
     except KeyboardInterrupt:
         return 0
+
+
+def via_jobs_api(url: str, timeout_s: float = 300) -> int:
+    """`aar status` at a dashboard URL: the dashboard offers the Jobs API, not a driver
+    connection, so this command runs once more as a Ray job on the cluster (where RAY_ADDRESS
+    is the GCS) and prints what it printed; exit 0 if the job succeeded, else 1."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    connect.auth_mode(embedded=False)
+    client = JobSubmissionClient(url)
+    job = client.submit_job(entrypoint="python -m aar_ray.cli status",
+                            runtime_env={"env_vars": {connect.AUTH_ENV: os.environ[
+                                connect.AUTH_ENV]}})
+    deadline = time.time() + timeout_s
+    terminal = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+    try:
+        while client.get_job_status(job) not in terminal and time.time() < deadline:
+            time.sleep(0.5)
+    finally:
+        if client.get_job_status(job) not in terminal:
+            client.stop_job(job)
+    print(client.get_job_logs(job).rstrip())
+    return 0 if client.get_job_status(job) == JobStatus.SUCCEEDED else 1

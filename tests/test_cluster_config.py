@@ -53,11 +53,11 @@ def test_cluster_yaml_is_valid():
     config = validate_cluster_yaml(CLUSTER_YAML)
     node_types = config["available_node_types"]
     head = node_types[config["head_node_type"]]
-    assert head["resources"] == {"CPU": 8}
+    assert head["resources"] == {"CPU": 8, "aar_head": 1}
     assert head["node_config"]["InstanceType"] == "m5.2xlarge"
 
     (gpu,) = _gpu_node_types(node_types).values()
-    assert gpu["resources"] == {"CPU": 8, "GPU": 1}
+    assert gpu["resources"] == {"CPU": 8, "GPU": 1, "aar_worker": 1}
     assert (gpu["min_workers"], gpu["max_workers"]) == (0, 4)
     assert gpu["node_config"]["InstanceType"] == "g5.2xlarge"
     assert gpu["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
@@ -83,7 +83,7 @@ def test_rayjob_is_valid_and_derives_gpu_group():
 
 def test_rayjob_runs_the_gpu_campaign():
     doc = _load(RAYJOB_YAML)
-    assert doc["spec"]["entrypoint"] == (
+    assert doc["spec"]["entrypoint"].startswith(
         "python jobs/campaign.py --config jobs/configs/gpu_qwen.yaml"
     )
     assert doc["spec"]["shutdownAfterJobFinishes"] is True

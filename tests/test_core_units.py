@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from aar_ray.config import CampaignConfig
+from aar_ray.config import CampaignConfig, ConfigError
 from aar_ray.lab import tools as tools_mod
 from aar_ray.lab.tools import MAX_NOTEBOOK, TOOLS, LabToolbox, call
 from aar_ray.observe import metrics
@@ -253,7 +253,7 @@ def test_splits_partition_the_data_and_are_deterministic():
 
 @pytest.mark.parametrize("n, test_size", [(100, 0), (100, 96), (100, -1), (5, 1)])
 def test_splits_refuse_sizes_that_do_not_fit(n, test_size):
-    with pytest.raises(ValueError, match=f"test_size {test_size} does not fit a data set of "
+    with pytest.raises(ConfigError, match=f"test_size: {test_size} does not fit a data set of "
                                          f"{n} examples"):
         make_splits(n, test_size, 0)
     make_splits(100, 95, 0)  # the largest that fits: 5 left to split

@@ -61,14 +61,14 @@ def test_dashboard_shows_named_actors_and_lab_metrics(capsys, monkeypatch):
 
         lab = Lab.options(name="forum", namespace=NAMESPACE).remote()
         ray.get(lab.record.remote())
-        wanted = ("ray_aar_trials_total", "ray_aar_best_pgr", "ray_aar_tokens_total",
+        wanted = ("ray_aar_trials_total", "ray_aar_best_shown_delta_pgr", "ray_aar_tokens_total",
                   "ray_aar_trial_queue_length")
         text, deadline = "", time.time() + 60
         while time.time() < deadline and not all(w in text for w in wanted):
             time.sleep(1)
             text = get(prom)
         assert all(w in text for w in wanted), [w for w in wanted if w not in text]
-        assert re.search(r'ray_aar_best_pgr\{[^}]*agent="agent-0"[^}]*\} 0\.42', text)
+        assert re.search(r'ray_aar_best_shown_delta_pgr\{[^}]*agent="agent-0"[^}]*\} 0\.42', text)
         actors = json.loads(get(f"{dash}/api/v0/actors?limit=100"))["data"]["result"]["result"]
         assert any(a["name"] == "forum" and a["state"] == "ALIVE" for a in actors)
 

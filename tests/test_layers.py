@@ -15,7 +15,7 @@ PACKAGE = ROOT / "aar_ray"
 # lab: their pure parts (statistics, records, the audit, isolation) sit below the actors that
 # use them, and the drivers that run the lab itself (rerun, compare, red team) sit above it.
 LAYERS: list[tuple[str, ...]] = [
-    ("aar_ray.errors", "aar_ray.registry", "aar_ray.typed"),
+    ("aar_ray.errors", "aar_ray.registry", "aar_ray.typed", "aar_ray.connect"),
     ("aar_ray.config",),
     ("aar_ray.w2s",),
     ("aar_ray.train", "aar_ray.observe"),

@@ -16,7 +16,7 @@ import pytest
 import ray
 
 from aar_ray.config import BudgetConfig, CampaignConfig, ConfirmConfig, ScoringConfig, save_campaign
-from aar_ray.observe import metrics
+from aar_ray.observe import metrics, tracking
 from aar_ray.observe.tracking import log_trial, run_id
 from aar_ray.status import MissingActor, live_text, status
 
@@ -67,6 +67,9 @@ def test_status_without_a_campaign_or_cluster(capsys, monkeypatch):
     if ray.is_initialized():
         pytest.skip("Ray is initialised in this process")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    from ray._private import services  # no cluster started here, whatever else runs here
+
+    monkeypatch.setattr(services, "find_bootstrap_address", lambda _temp_dir: None)
     assert status(None, None) == 2
     assert "give a campaign directory" in capsys.readouterr().err
     t0 = time.time()
@@ -113,7 +116,7 @@ class Emitter:
 def test_metrics_exported_on_the_metrics_port(connected):
     emitter = Emitter.remote()
     ray.get(emitter.emit.remote())
-    want = {"ray_aar_trials_total", "ray_aar_best_pgr", "ray_aar_submissions_total",
+    want = {"ray_aar_trials_total", "ray_aar_best_shown_delta_pgr", "ray_aar_submissions_total",
             "ray_aar_integrity_events_total", "ray_aar_tokens_total", "ray_aar_dollars_total",
             "ray_aar_trial_queue_length", "ray_aar_forum_posts_total",
             "ray_aar_tool_latency_seconds_bucket", "ray_aar_tool_latency_seconds_count"}
@@ -122,8 +125,8 @@ def test_metrics_exported_on_the_metrics_port(connected):
     assert value(samples, "ray_aar_trials_total", agent="probe-0", method="vanilla",
                  status="done") == 2
     assert value(samples, "ray_aar_trials_total", agent="probe-1", status="error") == 1
-    assert value(samples, "ray_aar_best_pgr", agent="probe-0") == pytest.approx(0.42)
-    assert value(samples, "ray_aar_best_pgr", agent="probe-1") is None
+    assert value(samples, "ray_aar_best_shown_delta_pgr", agent="probe-0") == pytest.approx(0.42)
+    assert value(samples, "ray_aar_best_shown_delta_pgr", agent="probe-1") is None
     assert value(samples, "ray_aar_submissions_total", agent="probe-1") == 1
     assert value(samples, "ray_aar_tokens_total", agent="probe-0", kind="input") == 1200
     assert value(samples, "ray_aar_tokens_total", kind="output") is None
@@ -205,13 +208,15 @@ def test_campaign_exports_lab_metrics(live_campaign, connected):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_campaign_logs_one_wandb_run_per_trial(live_campaign):
-    """The queue logs every finished trial (not the teacher-use controls) to W&B, offline."""
+    """The queue logs every finished trial (the teacher-use controls too) to W&B, offline,
+    and the campaign its verdict in one summary run."""
     d = live_campaign["dir"]
     assert live_campaign["rc"] == 0 and d is not None, live_campaign["out"][-3000:]
     with sqlite3.connect(d / "trials.sqlite") as db:
-        done = {r[0] for r in db.execute("SELECT trial_id FROM trials WHERE status='done' "
-                                         "AND kind != 'control'")}
+        done = {r[0] for r in db.execute("SELECT trial_id FROM trials WHERE status='done'")}
     runs = [read_run(p, timeout=2) for p in sorted((d / "wandb").glob("offline-run-*"))]
+    assert [r["job_type"] for r in runs].count("summary") == 1
+    runs = [r for r in runs if r["job_type"] != "summary"]
     assert done and {r.get("name") for r in runs} == done, (
         f"trials without a complete W&B run: {done - {r.get('name') for r in runs}}")
 
@@ -263,7 +268,7 @@ def read_run(run_dir: Path, timeout: float = 10.0) -> dict:
         kind = r.WhichOneof("record_type")
         if kind == "run":
             out.update(id=r.run.run_id, group=r.run.run_group, job_type=r.run.job_type,
-                       name=r.run.display_name, project=r.run.project)
+                       name=r.run.display_name, project=r.run.project, tags=list(r.run.tags))
             out["config"].update({i.key: json.loads(i.value_json)
                                   for i in r.run.config.update})
         elif kind == "config":
@@ -318,6 +323,45 @@ def test_wandb_offline_run_per_trial(tmp_path, monkeypatch, small_setting):
                       fake_scores(0.3, 0.5))
     assert again == dirs[0]
     assert len(list((tmp_path / "c" / "wandb").glob(f"*-{run_id('camp-1', 't0001')}"))) == 1
+
+
+@pytest.mark.parametrize("agent, kind, source, job_type", [
+    ("baseline", "baseline", "baseline", "vanilla"),
+    ("sweep-optuna", "agent", "sweep:optuna", "vanilla"),
+    ("sweep-optuna", "control", "control", "control:vanilla"),
+    ("confirm", "confirm", "confirmation", "vanilla"),
+])
+def test_wandb_runs_of_a_sweep_campaign_say_who_ran_them(tmp_path, monkeypatch, agent, kind,
+                                                         source, job_type):
+    """A sweep campaign's baseline, sweep, control and confirmation runs each say so, and
+    carry ΔPGR over vanilla with its CI, the flags and the explorer."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = CampaignConfig(explorer="sweep")
+    trial = {"trial_id": f"t-{kind}", "agent": agent, "method": "vanilla", "params": {},
+             "seeds": [0, 1], "kind": kind, "parent": None}
+    scores = {**fake_scores(0.3, 0.5), "flags": ["near_duplicate"],
+              "vs_vanilla": {"delta": 0.04, "lo": -0.01, "hi": 0.09, "p": 0.12}}
+    run = read_run(Path(log_trial("sweep-1", str(tmp_path), cfg, trial, "", scores)))
+    c, s = run["config"], run["summary"]
+    assert (c["source"], c["kind"], c["explorer"], run["job_type"]) == (
+        source, kind, "sweep", job_type)
+    assert source in run["tags"] and "sweep" in run["tags"]
+    assert (s["delta_pgr"], s["delta_pgr_ci_lo"], s["delta_pgr_ci_hi"], s["delta_pgr_p"]) == (
+        0.04, -0.01, 0.09, 0.12)
+    assert s["flags"] == "near_duplicate"
+
+
+def test_wandb_verdict_is_a_table_in_a_summary_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    summary = {"verdict": "no method beats vanilla", "confirmed": [], "candidates": [
+        {"name": "c1", "method": "info_max", "params": {"w": 1}, "public_delta": 0.05,
+         "delta": 0.01, "ci_low": -0.02, "ci_high": 0.04, "p_holm": 0.6, "confirmed": False}]}
+    path = tracking.log_verdict("camp", str(tmp_path), CampaignConfig(), summary)
+    run = read_run(Path(path))
+    assert run["job_type"] == "summary" and run["summary"]["verdict_text"] == summary["verdict"]
+    (table,) = Path(path).glob("files/media/table/verdict_*.table.json")  # the wandb.Table
+    data = json.loads(table.read_text())
+    assert data["columns"][:2] == ["name", "method"] and data["data"][0][:2] == ["c1", "info_max"]
 
 
 def test_wandb_disabled_or_broken_never_raises(tmp_path, monkeypatch, caplog):

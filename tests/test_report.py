@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from aar_ray import status as status_module
-from aar_ray.config import BudgetConfig, CampaignConfig, ConfirmConfig, ScoringConfig
+from aar_ray.config import BudgetConfig, CampaignConfig, ConfigError, ConfirmConfig, ScoringConfig
 from aar_ray.lab import forum as forum_mod
 from aar_ray.lab import scorer as scorer_mod
 from aar_ray.lab.campaign import run_campaign
@@ -114,8 +114,8 @@ def test_status_of_a_campaign_directory(campaign_dir, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert out.startswith("\033[H\033[2J") and "agent-0" in out
     monkeypatch.undo()
-    assert status(str(campaign_dir / "nope"), None, watch=False, interval=1) == 1
-    assert "not a campaign directory" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="not a campaign directory"):  # bad input: exit 2
+        status(str(campaign_dir / "nope"), None, watch=False, interval=1)
 
 
 @pytest.mark.browser

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aar_ray.bench import merge_results
 from aar_ray.config import load_campaign, save_campaign
+from aar_ray.connect import AUTH_ENV, auth_mode
 from aar_ray.results import records
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "embedded.yaml"
@@ -34,7 +35,7 @@ def first_trial_s(root: str, timeout_s: float = 1800) -> dict:
     with open(log, "w") as f:
         proc = subprocess.Popen([sys.executable, "-m", "aar_ray.cli", "run", "--no-progress",
                                  "--config", str(path)], stdout=f, stderr=subprocess.STDOUT,
-                                env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+                                env={**os.environ, AUTH_ENV: auth_mode(embedded=True)})
     out: dict = {}
     try:
         while time.time() - t0 < timeout_s and proc.poll() is None:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from aar_ray.config import load_campaign
+from aar_ray.connect import auth_mode
 from aar_ray.w2s import features
 from aar_ray.w2s.trial import Setting, run_method, student_inputs
 
@@ -57,6 +58,7 @@ def run() -> tuple[str, list[dict]]:
     # orchestration share: a batch of campaign-shaped trials (every seed) as Ray tasks
     batch = ["vanilla", "aux_confidence", "confidence_filter", "bootstrap", "soft_labels",
              "label_smoothing", "info_max", "self_training"]
+    auth_mode(embedded=True)  # the one auth rule: no token left behind (aar_ray/connect.py)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         timed = ray.remote(num_cpus=1)(_timed_trial)

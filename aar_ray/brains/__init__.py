@@ -37,7 +37,18 @@ def make_brain(cfg: CampaignConfig, agent_id: str, direction: str, index: int,
                            direction=direction, api_key="fake-key")
     key = api_key or os.environ.get("ANTHROPIC_API_KEY")
     if not key:
-        raise ConfigError("brain: claude needs ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY_FILE) in "
-                          "the environment of the process that runs the campaign")
+        raise ConfigError(NO_KEY)
     return ClaudeBrain(cfg.claude, agent_budget(cfg), agent_id=agent_id, direction=direction,
                        api_key=key)
+
+
+NO_KEY = ("brain: claude needs ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY_FILE) in the environment "
+          "of the process that runs the campaign")
+
+
+def require_key(cfg: CampaignConfig) -> None:
+    """Refuse a Claude campaign without a key before Ray starts: the agents would otherwise
+    fail one by one after the scorer's whole start-up."""
+    if cfg.brain == "claude" and cfg.explorer == "agents" and not (
+            os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_API_KEY_FILE")):
+        raise ConfigError(NO_KEY)

@@ -20,13 +20,16 @@ from typing import Any
 
 import ray
 
+from aar_ray import connect
+from aar_ray.brains import require_key
 from aar_ray.brains.base import total_tokens
-from aar_ray.config import CampaignConfig, load_campaign, save_campaign
+from aar_ray.config import CampaignConfig, ConfigError, load_campaign, save_campaign
 from aar_ray.lab import NAMESPACE, confirmation, placement, startup
 from aar_ray.lab.actors import ForumActor, ScorerActor, TrialQueueActor, create
 from aar_ray.lab.agent import ResearcherActor
 from aar_ray.lab.directions import DIRECTIONS
 from aar_ray.lab.store import checkpoint
+from aar_ray.observe import tracking
 from aar_ray.results import stats
 from aar_ray.results.diversity import diversity
 
@@ -80,18 +83,39 @@ def init_ray(cfg: CampaignConfig) -> bool:
     it."""
     if ray.is_initialized():
         return False
-    address = os.environ.get("RAY_ADDRESS")
+    address = connect.resolve(None)  # RAY_ADDRESS, else embedded
+    if address.kind == "dashboard":
+        raise ConfigError(f"RAY_ADDRESS={address.value} is the dashboard (Jobs API): submit "
+                          f"the campaign with `ray job submit --address {address.value} "
+                          "--working-dir . -- python jobs/campaign.py --config CONFIG`, or give "
+                          "the GCS address (HEAD:6379) or ray://HEAD:10001")
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     env.setdefault("WANDB_MODE", cfg.wandb.mode)
-    env["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "disabled")
+    env[connect.AUTH_ENV] = connect.auth_mode(embedded=address.kind == "local")
     runtime_env = {"env_vars": env}
     with without_secrets():
-        if address:
-            ray.init(address=address, namespace=NAMESPACE, runtime_env=runtime_env,
-                     log_to_driver=False)
-        else:
+        if address.kind == "local":
             placement.start_embedded(cfg, NAMESPACE, runtime_env)
+        else:
+            connect.join(address, namespace=NAMESPACE, runtime_env=runtime_env,
+                         log_to_driver=False)
     return True
+
+
+LONG_CAMPAIGN_S = 3600  # exploration this long (or any Claude campaign) must keep its records
+
+
+def check_root_outlives_job(cfg: CampaignConfig, cwd: Path | None = None) -> None:
+    """Refuse a long campaign whose `root` lies inside a Ray job's unpacked working directory
+    (`.../runtime_resources/working_dir_files/...`): that directory, and on KubeRay the whole
+    head pod, is deleted after the job, taking the SQLite records, W&B runs and report along."""
+    cwd = (cwd or Path.cwd()).resolve()
+    root = (cwd / cfg.root).resolve()
+    long = cfg.brain == "claude" or cfg.budget.wall_clock_s >= LONG_CAMPAIGN_S
+    if long and "runtime_resources" in cwd.parts and root.is_relative_to(cwd):
+        raise ConfigError(f"root: {cfg.root!r} is inside the job's working directory ({cwd}), "
+                          "which is deleted with the job: give root (or --root) on shared "
+                          "storage, e.g. /mnt/cluster_storage/aar/campaigns")
 
 
 def new_campaign_dir(cfg: CampaignConfig) -> Path:
@@ -134,7 +158,20 @@ def start_lab(cfg: CampaignConfig, campaign_dir: Path, with_agents: bool = True)
     # the other actors' processes start while the scorer prepares (a progress bar while it
     # embeds); they reach the scorer only once the campaign runs
     prepared = startup.prepare(scorer)
+    if (warning := gap_warning(cfg, prepared)) is not None:
+        print(warning, file=sys.stderr, flush=True)
     return Lab(cfg, campaign_dir, scorer, forum, queue, agents, prepared)
+
+
+def gap_warning(cfg: CampaignConfig, prepared: dict[str, Any]) -> str | None:
+    """A line before agents start when the measured gap (ceiling − teacher accuracy) is below
+    `scoring.min_gap`: PGR divides by that gap, so its CIs grow as it shrinks."""
+    gap = prepared["ceiling_acc"] - prepared["weak_acc"]
+    if gap >= cfg.scoring.min_gap:
+        return None
+    return (f"aar: warning: {cfg.setting.label}: the ceiling beats the teacher by only "
+            f"{100 * gap:.1f} points (scoring.min_gap: {100 * cfg.scoring.min_gap:g}); PGR "
+            "divides by this gap, so expect very wide confidence intervals")
 
 
 def run_baseline(lab: Lab) -> None:
@@ -183,11 +220,14 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
     if resume:
         campaign_dir = Path(resume).resolve()
         cfg = load_campaign(campaign_dir / "config.yaml")
-    else:
-        assert cfg is not None
+    assert cfg is not None
+    require_key(cfg)  # the key, the root and the address: checked before anything starts
+    if not resume:
+        check_root_outlives_job(cfg)
+    started = init_ray(cfg)
+    if not resume:
         campaign_dir = new_campaign_dir(cfg)
         save_campaign(cfg, campaign_dir / "config.yaml")
-    started = init_ray(cfg)
     if threading.current_thread() is threading.main_thread():
         # after ray.init, whose own SIGTERM handler aborts: a stopped campaign shuts Ray down
         # cleanly instead, and `aar run --resume DIR` continues it
@@ -221,6 +261,7 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
         end = confirmation.run(lab)
         summary = {**summarise(lab, time.time() - t0), **end, "stopped_by": stopped}
         (campaign_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        tracking.log_verdict(campaign_dir.name, str(campaign_dir), cfg, summary)
         return summary
     finally:
         if started:

@@ -1,12 +1,6 @@
 """Where the lab's processes run, and which addresses an embedded Ray listens on.
 
-Loopback. Ray 2.60 on Linux rewrites a node IP of 127.0.0.1 (`ray.init(_node_ip_address=...)`,
-`ray start --node-ip-address`, a bootstrap address such as 127.0.0.1:6379) into the machine's
-outbound address (`services.resolve_ip_for_localhost`), and its GCS, raylet and worker servers
-then listen on every interface. It keeps 127.0.0.1 only while
-`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, a flag Ray reads once at import: `pin_loopback` sets it in
-the environment (for the processes Ray starts) and in the imported constant (for this one). Only
-for local clusters: a driver of a real multi-node cluster must keep its routable address.
+Loopback: `aar_ray.connect` (`pin_loopback`).
 
 Placement. The same `resources:` keys serve a laptop, the simulated multi-node cluster of the
 tests and a GPU cluster: custom resources that the scorer, forum and trial queue (`head`), the
@@ -16,21 +10,12 @@ cluster.yaml), and `spread`, Ray's SPREAD strategy for agents and trials.
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from aar_ray.config import CampaignConfig
+from aar_ray.connect import LOOPBACK, LOOPBACK_ENV, auth_mode, pin_loopback
 
-LOOPBACK = "127.0.0.1"
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-
-
-def pin_loopback() -> None:
-    """Keep 127.0.0.1 as this machine's Ray node IP (see the module docstring)."""
-    from ray._private import ray_constants
-
-    os.environ.update(LOOPBACK_ENV)
-    ray_constants.ENABLE_RAY_CLUSTER = False
+__all__ = ["LOOPBACK", "LOOPBACK_ENV", "pin_loopback", "start_embedded", "free_port"]
 
 
 def start_embedded(cfg: CampaignConfig, namespace: str, runtime_env: dict[str, Any]) -> None:
@@ -39,6 +24,7 @@ def start_embedded(cfg: CampaignConfig, namespace: str, runtime_env: dict[str, A
     import ray
 
     pin_loopback()
+    auth_mode(embedded=True)
     d = cfg.dashboard
     extra: dict[str, Any] = {"include_dashboard": d.enabled}
     if d.enabled:

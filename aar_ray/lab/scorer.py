@@ -274,11 +274,19 @@ class Scorer:
                                 "public_delta", "public_delta_ci", "public_pgr", "replicated")}}
         return out
 
-    def trial_scores_private(self, trial_id: str) -> dict[str, Any]:
-        """Full private scores of a recorded trial, for the humans' tracker (W&B), never for
-        agents: it is not behind any tool."""
+    def trial_scores_private(self, trial_id: str, parent: str | None = None) -> dict[str, Any]:
+        """Full private scores of a recorded trial, and the integrity flags its submission has
+        so far, for the humans' tracker (W&B), never for agents: it is not behind any tool. A
+        teacher-use control is recorded on its `parent`'s submission: its PGR is read there."""
         preds = self.predictions(trial_id)
-        return self.score(preds, "private") if preds else {}
+        row = self.store.one("SELECT flags FROM submissions WHERE trial_id=?",
+                             (trial_id if preds else parent,))
+        flags = json.loads(row["flags"]) if row else []
+        if not preds:  # a control (or nothing recorded)
+            use = next((f for f in flags if f["kind"] == "teacher_use"), {})
+            return {"pgr": use["control_pgr"], "teacher_use_drop": use["drop"]} if use else {}
+        return {**self.score(preds, "private"),
+                "flags": [f["kind"] for f in flags if f.get("ignores_teacher", True)]}
 
     def explored(self) -> list[dict[str, Any]]:
         """Every configuration the exploration submitted (not the baseline), pooled over its

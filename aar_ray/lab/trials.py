@@ -349,10 +349,10 @@ class TrialQueue:
                                (time.time(), trial_id))
             self.done_event.setdefault(trial_id, asyncio.Event()).set()
             metrics.trial_finished(row["agent"], row["method"], "done")
-            if row["kind"] != "control":  # one W&B run per trial, off the event loop
-                task = asyncio.get_running_loop().create_task(self._track(row))
-                self.tracking.add(task)
-                task.add_done_callback(self.tracking.discard)
+            # one W&B run per trial (controls too, under their own job_type), off the loop
+            task = asyncio.get_running_loop().create_task(self._track(row))
+            self.tracking.add(task)
+            task.add_done_callback(self.tracking.discard)
         except Exception as e:  # any failure is the asking agent's error result
             if isinstance(e, LOST) and self._rerun(row):
                 return
@@ -380,7 +380,7 @@ class TrialQueue:
 
     async def _track(self, row: dict[str, Any]) -> None:
         """Log the trial to W&B with the scorer's numbers (its private scores)."""
-        scores = await self.scorer.trial_scores_private.remote(row["trial_id"])
+        scores = await self.scorer.trial_scores_private.remote(row["trial_id"], row["parent"])
         path = Path(self.dir) / "agents" / row["agent"] / "direction.md"
         direction = path.read_text().strip() if path.exists() else row["agent"]
         trial = {**row, "params": json.loads(row["params"]), "seeds": json.loads(row["seeds"])}

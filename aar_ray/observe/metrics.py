@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 SPECS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "aar_trials_total": ("counter", "Trials finished, by agent, method and final status",
                          ("agent", "method", "status")),
-    "aar_best_pgr": ("gauge", "An agent's best public PGR as the Ladder showed it", ("agent",)),
+    "aar_best_shown_delta_pgr": ("gauge", "An agent's best public ΔPGR over vanilla, as the "
+                                 "Ladder showed it", ("agent",)),
     "aar_submissions_total": ("counter", "Trials submitted to the scorer", ("agent",)),
     "aar_integrity_events_total": ("counter", "Integrity events the scorer recorded", ("kind",)),
     "aar_tokens_total": ("counter", "Claude tokens, by agent and kind (input, output, "
@@ -96,11 +97,11 @@ def trial_finished(agent: str, method: str, status: str) -> None:
     _record("aar_trials_total", 1, agent=agent, method=method, status=status)
 
 
-def submission_scored(agent: str, best_pgr: float | None) -> None:
-    """A new submission was scored; `best_pgr` is the agent's best public PGR shown so far
-    (None while the Ladder has shown nothing)."""
+def submission_scored(agent: str, best_shown: float | None) -> None:
+    """A new submission was scored; `best_shown` is the agent's best public ΔPGR over vanilla
+    shown so far (None while the Ladder has shown nothing)."""
     _record("aar_submissions_total", 1, agent=agent)
-    _record("aar_best_pgr", best_pgr, agent=agent)
+    _record("aar_best_shown_delta_pgr", best_shown, agent=agent)
 
 
 def integrity_event(kind: str) -> None:

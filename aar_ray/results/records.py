@@ -23,6 +23,14 @@ class RecordsError(ConfigError):
     """A campaign directory lacks what was asked of it; says what."""
 
 
+def campaign_dir(path: str | Path) -> Path:
+    """`path` as a campaign directory; a RecordsError (bad input, exit 2) if it is none."""
+    d = Path(path)
+    if not (d / "config.yaml").exists() and not (d / QUEUE).exists():
+        raise RecordsError(f"{d}: not a campaign directory (no config.yaml or {QUEUE})")
+    return d
+
+
 def connect(path: str | Path) -> sqlite3.Connection:
     """A read-only connection to one campaign database."""
     db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)

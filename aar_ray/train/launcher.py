@@ -15,6 +15,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from aar_ray.config import FinetuneConfig
+from aar_ray.connect import auth_mode
 from aar_ray.w2s.finetune import (
     FitJob,
     FitResult,
@@ -34,6 +35,7 @@ def ensure_ray(cfg: FinetuneConfig) -> None:
         return
     address = os.environ.get("RAY_ADDRESS") or "local"
     kwargs: dict[str, Any] = {"include_dashboard": False}
+    auth_mode(embedded=address == "local")
     if address == "local":  # a private instance, reachable from this machine only
         kwargs.update(num_cpus=max(os.cpu_count() or 1, math.ceil(cfg.cpus_per_worker)),
                       _node_ip_address="127.0.0.1")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from aar_ray.errors import ConfigError
 from aar_ray.registry import TASKS
 
 
@@ -96,7 +97,8 @@ def make_splits(n: int, test_size: int, seed: int) -> Splits:
     over seeds, like training noise: a fixed test split scores every seed on the same items,
     and no number of seeds then shrinks that part of the error."""
     if not 0 < test_size < n - 4:
-        raise ValueError(f"test_size {test_size} does not fit a data set of {n} examples")
+        raise ConfigError(f"setting.test_size: {test_size} does not fit a data set of {n} "
+                          f"examples (give 1..{max(n - 5, 1)}, or 0 for the task's default)")
     order = np.random.default_rng([SPLITS_VERSION, seed]).permutation(n)
     test, rest = np.sort(order[:test_size]), order[test_size:]
     half = len(rest) // 2
