@@ -238,11 +238,20 @@ class AuditConfig:
 
     settings: list[SettingConfig] = field(default_factory=list)
     top_k: int = 3
+    # non-inferiority margin on the accuracy scale (0.01 = 1 point): the winner rule
+    # (results/verdict.py) needs Δacc's lower 95% bound above -margin on every setting
+    margin: float = 0.01
+    # fresh seeds no other stage uses (exploration and confirmation use < 1000)
+    seeds: list[int] = field(default_factory=lambda: list(range(1000, 1006)))
 
     def validate(self, where: str) -> None:
         for i, s in enumerate(self.settings):
             s.validate(f"{where}.settings[{i}]")
         check(self.top_k >= 1, f"{where}.top_k", "must be >= 1")
+        check(0 < self.margin < 0.5, f"{where}.margin",
+              "is on the accuracy scale: in (0, 0.5), e.g. 0.01 for 1 point")
+        check(len(self.seeds) >= 2, f"{where}.seeds", "needs at least two fresh seeds")
+        check(len(set(self.seeds)) == len(self.seeds), f"{where}.seeds", "must be distinct")
 
 
 @dataclass
@@ -341,6 +350,8 @@ class CampaignConfig:
               f"must be in [0, {len(self.seeds)}] (the number of seeds)")
         check(not set(self.confirm.seeds) & set(self.seeds), f"{where}.confirm.seeds",
               "must be fresh: none of the exploration's `seeds`")
+        check(not set(self.audit.seeds) & (set(self.seeds) | set(self.confirm.seeds)),
+              f"{where}.audit.seeds", "must be fresh: none of `seeds` or `confirm.seeds`")
         for i, s in enumerate(self.audit.settings):
             check((s.task, s.weak, s.strong) != (self.setting.task, self.setting.weak,
                                                  self.setting.strong),

@@ -8,8 +8,8 @@ transfer audit of what was confirmed, then a verdict a user can act on.
    exploration: new training runs and new test draws), scored on the private split, and
    tested against vanilla with the paired t test; Holm over the K only.
 3. Audit: the confirmed configurations and vanilla on the held-out settings (never used for
-   feedback). A configuration *wins* only if it is confirmed and does not lose to vanilla
-   (ΔPGR < 0 with Holm p < alpha) on the majority of the audit settings.
+   feedback), on fresh audit seeds. Each confirmed configuration is labelled winner,
+   setting_specific or inconclusive by the non-inferiority rule of `results.verdict`.
 
 `decide` is pure (numbers in, verdict out), so the statistics are tested by simulation.
 """
@@ -25,7 +25,7 @@ from typing import Any
 import ray
 
 from aar_ray.config import ConfirmConfig
-from aar_ray.results import stats
+from aar_ray.results import stats, verdict
 
 PREREGISTRATION = "preregistration.json"
 CONFIRM_AGENT = "confirmation"
@@ -91,37 +91,6 @@ def decide(results: dict[str, dict[str, Any]], plan: dict[str, Any],
     return Decision(rows, [r for r in rows if r["confirmed"]], max(mdes) if mdes else None)
 
 
-def audit_verdict(rows: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
-    """One configuration's audit rows (one per held-out setting) -> per setting its ΔPGR, Holm
-    p and verdict, and `loses_majority`: ΔPGR < 0 with Holm p < alpha on more than half."""
-    settings = {r["setting"]: {"delta": r["delta_vs_vanilla"], "p_holm": r["p_holm"],
-                               "pgr": r["pgr"], "verdict": r["verdict"],
-                               "loses": bool(r["delta_vs_vanilla"] is not None
-                                             and r["delta_vs_vanilla"] < 0
-                                             and r["p_holm"] is not None
-                                             and r["p_holm"] < alpha)}
-                for r in rows}
-    losses = sum(s["loses"] for s in settings.values())
-    return {"settings": settings, "losses": losses,
-            "loses_majority": losses > len(settings) // 2}
-
-
-def verdict_sentence(winners: list[dict[str, Any]], confirmed: list[dict[str, Any]],
-                     mde: float | None) -> str:
-    could = f"the confirmation could have detected ΔPGR ≥ {mde:.3f}" if mde is not None \
-        else "no configuration could be tested"
-    if winners:
-        names = "; ".join(f"{w['method']} {json.dumps(w['params'])} (ΔPGR {w['delta']:+.3f}, "
-                          f"95% CI [{w['ci_low']:+.3f}, {w['ci_high']:+.3f}], Holm p "
-                          f"{w['p_holm']:.3g})" for w in winners)
-        return f"Confirmed improvement over vanilla that also holds up in the audit: {names}."
-    if confirmed:
-        return (f"{len(confirmed)} configuration(s) beat vanilla on fresh seeds but lose to it "
-                "on the majority of the held-out audit settings: not a general improvement; "
-                f"{could}.")
-    return f"No confirmed improvement over vanilla — {could}."
-
-
 def run(lab: Any) -> dict[str, Any]:
     """Pre-register, confirm on fresh seeds, audit the confirmed; the summary's verdict keys."""
     from aar_ray.results.audit import Candidate, audit
@@ -152,20 +121,21 @@ def run(lab: Any) -> dict[str, Any]:
     if decision.confirmed and cfg.audit.settings:
         configs = [Candidate(r["trial_id"], r["agents"][0], r["method"], r["params"],
                              cfg.confirm.seeds, {}, r["pgr"]) for r in decision.confirmed]
-        rows = audit(lab.dir, seeds=list(cfg.seeds), configs=configs)
+        rows = audit(lab.dir, configs=configs)
         for r in decision.confirmed:
-            audits[r["name"]] = audit_verdict([a for a in rows if a["trial_id"] ==
-                                               r["trial_id"]], cfg.confirm.alpha)
+            audits[r["name"]] = verdict.audit_entries(
+                [a for a in rows if a["trial_id"] == r["trial_id"]], cfg.audit.margin)
     confirmed = []
     for r in decision.confirmed:
-        a = audits.get(r["name"], {"settings": {}, "losses": 0, "loses_majority": False})
+        a = audits.get(r["name"], {})
+        lab_ = verdict.label(a, cfg.audit.margin)
         confirmed.append({**{k: r[k] for k in ("method", "params", "pgr", "delta", "ci_low",
                                                "ci_high", "p_holm", "public_delta")},
-                          "audit": a["settings"], "winner": not a["loses_majority"]})
+                          "audit": a, "label": lab_, "winner": lab_ == "winner"})
     winners = [c for c in confirmed if c["winner"]]
     vanilla_pgr = results.get("vanilla", {}).get("estimate", {}).get("pgr")
     return {"confirmed": confirmed, "winners": winners, "candidates": decision.candidates,
             "confirmation_failed": failed, "confirmation_vanilla_pgr": vanilla_pgr,
             "min_detectable_delta": decision.min_detectable_delta,
-            "verdict": verdict_sentence(winners, confirmed, decision.min_detectable_delta),
+            "verdict": verdict.sentence(confirmed, decision.min_detectable_delta),
             "confirmation_seconds": round(time.time() - t0, 1)}
