@@ -31,7 +31,7 @@ def _setting(rng, delta_acc: float, seeds: int, items: int):
     return m, v
 
 
-def simulate(rng, main: float, audit: list[float], *, seeds: int = 10, items: int = 3000,
+def simulate(rng, main: float, audit: list[float], *, seeds: int = 12, items: int = 3000,
              usable: bool = True) -> str | None:
     """One end stage: None if the main setting does not confirm, else the label."""
     m, v = _setting(rng, main, 20, 3000)
@@ -42,7 +42,9 @@ def simulate(rng, main: float, audit: list[float], *, seeds: int = 10, items: in
         return None
     entries = {}
     for i, d in enumerate(audit):
-        e = verdict.acc_evidence(*_setting(rng, d, seeds, items)).to_dict()
+        m, v = _setting(rng, d, seeds, items)
+        mde = verdict.vanilla_mde_acc(v, disagreement=DISAGREE)
+        e = verdict.acc_evidence(m, v, mde).to_dict()
         entries[f"s{i}"] = {**e, "usable": usable}
     return verdict.label(entries, MARGIN)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import ray
 
-from aar_ray.config import ConfirmConfig
+from aar_ray.config import CampaignConfig
 from aar_ray.results import stats, verdict
 
 PREREGISTRATION = "preregistration.json"
@@ -44,17 +44,45 @@ def choose(explored: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
         "method", "params", "public_delta", "trials", "agents")}} for i, c in enumerate(ok[:k])]
 
 
-def preregister(campaign_dir: Path, explored: list[dict[str, Any]],
-                cfg: ConfirmConfig) -> dict[str, Any]:
-    """Write (or, on resume, read back) the confirmation plan."""
+def power_design(d: dict[str, Any], cfg: CampaignConfig) -> dict[str, Any]:
+    """The design's power from vanilla alone (`Scorer.design` gives `d`; never a candidate):
+    the confirmation's MDE after Holm over K, and the audit's on the main setting's items
+    with the audit seeds needed for its MDE to reach the margin (`verdict.design_mde_acc`)."""
+    c, a = cfg.confirm, cfg.audit
+    items = float(sum(d["items"]) / len(d["items"]))
+
+    def mde(seeds: int, k: int) -> float:
+        return verdict.design_mde_acc(d["vanilla_acc"], d["vanilla_items"], items, seeds,
+                                      disagreement=c.disagreement, k=k, alpha=c.alpha,
+                                      power=c.power)
+
+    acc = mde(len(c.seeds), c.top_k)
+    needed = next((s for s in range(2, 201) if mde(s, 1) <= a.margin), None)
+    return {"disagreement": c.disagreement, "vanilla_seeds": len(d["vanilla_acc"]),
+            "confirmation": {"seeds": len(c.seeds), "items": items, "gap": d["gap"],
+                             "k": c.top_k, "mde_acc": acc,
+                             "mde_delta_pgr": acc / d["gap"] if d["gap"] > 0 else None},
+            "audit": {"margin": a.margin, "seeds": a.seeds,
+                      "settings": [s.label for s in a.settings],
+                      "mde_acc_on_main_items": mde(len(a.seeds), 1),
+                      "seeds_needed_for_margin": needed}}
+
+
+def preregister(campaign_dir: Path, explored: list[dict[str, Any]], cfg: CampaignConfig,
+                design: dict[str, Any]) -> dict[str, Any]:
+    """Write (or, on resume, read back) the confirmation plan, with its power `design`."""
     path = campaign_dir / PREREGISTRATION
     if path.exists():
         return json.loads(path.read_text())
-    plan = {"created_at": time.time(), "top_k": cfg.top_k, "seeds": cfg.seeds,
-            "alpha": cfg.alpha, "split": "private",
+    c = cfg.confirm
+    plan = {"created_at": time.time(), "top_k": c.top_k, "seeds": c.seeds,
+            "alpha": c.alpha, "split": "private",
             "test": "paired t test of Δacc over vanilla on the same fresh seeds and items; "
                     "Holm over the K configurations",
-            "candidates": choose(explored, cfg.top_k)}
+            "winner_rule": "non-inferiority (margin on the accuracy scale) on every audit "
+                           "setting and a significant gain on one (results/verdict.py)",
+            "margin": cfg.audit.margin, "audit_seeds": cfg.audit.seeds, "design": design,
+            "candidates": choose(explored, c.top_k)}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(plan, indent=2))
     os.replace(tmp, path)
@@ -65,13 +93,12 @@ def preregister(campaign_dir: Path, explored: list[dict[str, Any]],
 class Decision:
     candidates: list[dict[str, Any]]  # every pre-registered one, with its numbers
     confirmed: list[dict[str, Any]]  # ΔPGR > 0 and Holm p < alpha
-    min_detectable_delta: float | None
+    min_detectable_delta: float | None  # the design's (None only if the main gap is <= 0)
 
 
-def decide(results: dict[str, dict[str, Any]], plan: dict[str, Any],
-           power: float = 0.8) -> Decision:
+def decide(results: dict[str, dict[str, Any]], plan: dict[str, Any]) -> Decision:
     """Holm over the K pre-registered configurations; `results` as `Scorer.confirm` gives."""
-    alpha, k = plan["alpha"], max(1, len(plan["candidates"]))
+    alpha = plan["alpha"]
     rows = []
     for c in plan["candidates"]:
         r = results[c["name"]]
@@ -85,10 +112,8 @@ def decide(results: dict[str, dict[str, Any]], plan: dict[str, Any],
         r["p_holm"] = None if p != p else p
         r["confirmed"] = bool(r["p_holm"] is not None and r["p_holm"] < alpha
                               and r["delta"] is not None and r["delta"] > 0)
-    mdes = [stats.min_detectable_delta(r["se"], r["df"], k, alpha=alpha, power=power)
-            for r in rows if r["se"] is not None and r["df"] is not None]
-    mdes = [m for m in mdes if m == m]
-    return Decision(rows, [r for r in rows if r["confirmed"]], max(mdes) if mdes else None)
+    return Decision(rows, [r for r in rows if r["confirmed"]],
+                    plan["design"]["confirmation"]["mde_delta_pgr"])
 
 
 def run(lab: Any) -> dict[str, Any]:
@@ -98,8 +123,9 @@ def run(lab: Any) -> dict[str, Any]:
     cfg = lab.cfg
     t0 = time.time()
     explored = ray.get(lab.scorer.explored.remote())
-    plan = preregister(lab.dir, explored, cfg.confirm)
     ray.get(lab.scorer.prepare.remote(cfg.confirm.seeds))  # teacher and ceiling, fresh seeds
+    plan = preregister(lab.dir, explored, cfg, power_design(
+        ray.get(lab.scorer.design.remote(cfg.confirm.seeds)), cfg))
     runs = {}  # run under the lab's own id: the agents' trial and submission counts stay theirs
     for c in [*plan["candidates"], {"name": "vanilla", "method": "vanilla", "params": {}}]:
         runs[c["name"]] = ray.get(lab.queue.enqueue.remote(
@@ -115,8 +141,8 @@ def run(lab: Any) -> dict[str, Any]:
     for name in failed:
         results[name] = {"trial_id": runs.get(name), "estimate": {"pgr": None, "se": None},
                          "vs_vanilla": None}
-    decision = decide(results, plan, cfg.confirm.power) if "vanilla" not in failed else \
-        Decision([], [], None)
+    decision = decide(results, plan) if "vanilla" not in failed else \
+        Decision([], [], plan["design"]["confirmation"]["mde_delta_pgr"])
     audits: dict[str, Any] = {}
     if decision.confirmed and cfg.audit.settings:
         configs = [Candidate(r["trial_id"], r["agents"][0], r["method"], r["params"],

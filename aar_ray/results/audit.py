@@ -20,7 +20,7 @@ import numpy as np
 
 from aar_ray.config import ConfigError, FinetuneConfig, SettingConfig, StudentConfig, load_campaign
 from aar_ray.results import records, stats
-from aar_ray.results.verdict import acc_evidence
+from aar_ray.results.verdict import acc_evidence, vanilla_mde_acc
 
 VERDICTS = ("transfers", "does not transfer", "inconclusive", "no gap")
 ALPHA = 0.05
@@ -237,7 +237,9 @@ def audit(campaign_dir: str | Path, top_k: int | None = None, seeds: list[int] |
             van = stats.pgr_ci(v, held.weak, held.ceiling)
             cmp = stats.paired_compare(t, v, held.weak, held.ceiling)
             pgr = finite(est.mean)
-            ev = acc_evidence(t, v, alpha=ALPHA, power=cfg.confirm.power).to_dict()
+            mde = vanilla_mde_acc(v, disagreement=cfg.confirm.disagreement, alpha=ALPHA,
+                                  power=cfg.confirm.power)
+            ev = acc_evidence(t, v, mde, alpha=ALPHA).to_dict()
             row.update({k: ev[k] for k in ("delta_acc", "ci_low_acc", "ci_high_acc", "mde_acc")})
             row.update(transfer_acc=float(t.mean()), vanilla_acc=float(v.mean()), pgr=pgr,
                        ci_lo=finite(est.lo), ci_hi=finite(est.hi), vanilla_pgr=finite(van.mean),

@@ -6,8 +6,8 @@ the accuracy scale (`audit.margin`, pre-registered), each setting is
 
   non_inferior  the lower 95% bound of Δacc is above −δ, on a setting with a usable gap whose
                 audit could detect a shortfall of δ (MDE of Δacc ≤ δ);
-  inferior      shown to be worse: the upper bound is below 0, or the audit could detect δ
-                (MDE ≤ δ) and the lower bound is at or below −δ;
+  inferior      the lower bound is at or below −δ, and the audit could detect δ (MDE ≤ δ)
+                or the method is significantly worse than vanilla (upper bound below 0);
   not_shown     anything else: no usable gap, the setting did not run, or MDE > δ. Never a pass.
 
 and the configuration (already confirmed on the main setting) is labelled
@@ -56,17 +56,46 @@ class AccEvidence:
         return {k: (v if math.isfinite(v) else None) for k, v in asdict(self).items()}
 
 
-def acc_evidence(method: Arrays, vanilla: Arrays, *, alpha: float = 0.05,
-                 power: float = 0.8) -> AccEvidence:
+def design_mde_acc(vanilla_acc: list[float], vanilla_items: list[int], items: float,
+                   seeds: int, *, disagreement: float, k: int = 1, alpha: float = 0.05,
+                   power: float = 0.8) -> float:
+    """The smallest true Δacc a paired test on `seeds` planned seeds of `items` items each
+    detects (two-sided, at alpha / k, with `power`), from vanilla alone — never a candidate.
+
+    Vanilla's per-seed accuracies (on seeds that each redraw their items: seed x item spread)
+    less their binomial item variance give the training variance σ²; a method and vanilla each
+    bring one, and the paired items add disagreement / items (the variance of a 0/±1
+    difference that is non-zero on a share `disagreement` of the items: the design
+    assumption `confirm.disagreement`). se = sqrt((2σ² + disagreement / items) / seeds)."""
+    a = np.asarray(vanilla_acc, dtype=float)
+    train = 0.0
+    if a.size >= 2:
+        item = float(np.mean(a * (1 - a) / np.asarray(vanilla_items, dtype=float)))
+        train = max(0.0, float(a.var(ddof=1)) - item)
+    se = math.sqrt((2 * train + disagreement / items) / seeds)
+    return stats.min_detectable_delta(se, seeds - 1.0, k, alpha=alpha, power=power)
+
+
+def acc_evidence(method: Arrays, vanilla: Arrays, mde_acc: float, *,
+                 alpha: float = 0.05) -> AccEvidence:
     """Paired Δacc = mean_s(method_acc_s − vanilla_acc_s) with the seed x item se of
-    `stats.paired_compare` (the same test, on the accuracy scale: no gap in the denominator)."""
+    `stats.paired_compare` (the same test, on the accuracy scale: no gap in the denominator);
+    `mde_acc` is the design's (`design_mde_acc`), carried along."""
     m, v = per_seed_arrays(method, vanilla)
-    d = [x.astype(float) - y for x, y in zip(m, v, strict=True)]
+    d = [x - y for x, y in zip(m, v, strict=True)]
     mu = float(np.mean([x.mean() for x in d]))
     se, df = ratio_se(d, [np.ones_like(x) for x in d], mu)
     half = t_crit(alpha, df) * se if se > 0 else 0.0
-    mde = stats.min_detectable_delta(se, df, alpha=alpha, power=power)
-    return AccEvidence(mu, mu - half, mu + half, se, df, mde)
+    return AccEvidence(mu, mu - half, mu + half, se, df, mde_acc)
+
+
+def vanilla_mde_acc(vanilla: Arrays, *, disagreement: float, alpha: float = 0.05,
+                    power: float = 0.8) -> float:
+    """`design_mde_acc` of a paired test on vanilla's own seeds and items (the audit's)."""
+    v = per_seed_arrays(vanilla)[0]
+    return design_mde_acc([float(x.mean()) for x in v], [x.size for x in v],
+                          float(np.mean([x.size for x in v])), len(v),
+                          disagreement=disagreement, alpha=alpha, power=power)
 
 
 def status(s: dict[str, Any], margin: float) -> str:
@@ -76,9 +105,9 @@ def status(s: dict[str, Any], margin: float) -> str:
     if not s.get("usable") or lo is None or hi is None:
         return "not_shown"
     powered = mde is not None and mde <= margin
-    if hi < 0 or (powered and lo <= -margin):
-        return "inferior"
-    return "non_inferior" if powered and lo > -margin else "not_shown"
+    if lo > -margin:
+        return "non_inferior" if powered else "not_shown"
+    return "inferior" if powered or hi < 0 else "not_shown"
 
 
 def label(settings: dict[str, dict[str, Any]], margin: float) -> str:
@@ -97,10 +126,11 @@ def _name(c: dict[str, Any]) -> str:
             f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], Holm p {c['p_holm']:.3g})")
 
 
-def sentence(confirmed: list[dict[str, Any]], mde: float) -> str:
+def sentence(confirmed: list[dict[str, Any]], mde: float | None) -> str:
     """The verdict: winners first; a setting-specific or inconclusive configuration is only
     ever named with its qualifier; no confirmed one states the design's power."""
-    could = f"the campaign could have detected ΔPGR ≥ {mde:.3f}"
+    could = ("the main setting has no gap, so no ΔPGR is detectable" if mde is None else
+             f"the campaign could have detected ΔPGR ≥ {mde:.3f}")
     by = {lab: [c for c in confirmed if c["label"] == lab] for lab in LABELS}
     parts = []
     if by["winner"]:
