@@ -264,6 +264,9 @@ class ConfirmConfig:
     The default size is set by the power calculation in docs/statistics.md."""
 
     top_k: int = 3
+    # family: the best configuration of each of the top-K methods (K different bets);
+    # config: the top-K configurations (may be K near-copies of one method)
+    choose: str = "family"
     seeds: list[int] = field(default_factory=lambda: list(range(100, 120)))
     alpha: float = 0.05  # family-wise, over the K
     power: float = 0.8  # for the minimum detectable ΔPGR that the verdict states
@@ -278,6 +281,8 @@ class ConfirmConfig:
         check(0 < self.alpha < 1, f"{where}.alpha", "must be in (0, 1)")
         check(0 < self.power < 1, f"{where}.power", "must be in (0, 1)")
         check(0 < self.disagreement <= 1, f"{where}.disagreement", "must be in (0, 1]")
+        check(self.choose in ("family", "config"), f"{where}.choose",
+              "must be 'family' or 'config'")
 
 
 @dataclass

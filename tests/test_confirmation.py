@@ -134,3 +134,16 @@ def test_decide_applies_holm_over_the_k_only() -> None:
     d = confirmation.decide(results, plan)
     assert [round(c["p_holm"], 3) for c in d.candidates] == [0.03, 0.04, 0.04]
     assert len(d.confirmed) == 3
+
+
+def test_choose_by_family_gives_k_different_methods() -> None:
+    """Four info_max variants top the board, then two other methods: `family` picks the best
+    of each of three methods, `config` the three info_max variants (the old rule)."""
+    deltas = [("info_max", 0.09), ("info_max", 0.08), ("info_max", 0.07), ("info_max", 0.06),
+              ("aux_confidence", 0.05), ("label_smoothing", 0.04), ("vanilla_plus", -0.01)]
+    explored = [{"method": m, "params": {"i": i}, "public_delta": d, "trials": [f"t{i}"],
+                 "agents": ["a"], "flags": []} for i, (m, d) in enumerate(deltas)]
+    fam = confirmation.choose(explored, 3)
+    assert [(c["method"], c["params"]) for c in fam] == [
+        ("info_max", {"i": 0}), ("aux_confidence", {"i": 4}), ("label_smoothing", {"i": 5})]
+    assert [c["method"] for c in confirmation.choose(explored, 3, "config")] == ["info_max"] * 3

@@ -1,9 +1,9 @@
 """The campaign's last act: a pre-registered confirmation of what exploration found, then the
 transfer audit of what was confirmed, then a verdict a user can act on.
 
-1. Pre-registration: the top-K distinct configurations by public ΔPGR over vanilla (flagged
-   ones excluded) are written to `preregistration.json` *before* anything else runs, with
-   the fresh seeds, the test and alpha. A resumed campaign reads the file, never re-chooses.
+1. Pre-registration: the best configuration of each of the top-K methods by public ΔPGR over
+   vanilla (flagged ones excluded; `confirm.choose`) are written to `preregistration.json`
+   *before* anything else runs, with the fresh seeds, the test, alpha and the power design. A resumed campaign reads the file, never re-chooses.
 2. Confirmation: each configuration and vanilla are re-run on the fresh seeds (never used in
    exploration: new training runs and new test draws), scored on the private split, and
    tested against vanilla with the paired t test; Holm over the K only.
@@ -34,12 +34,18 @@ CONFIRM_AGENT = "confirmation"
 DISQUALIFYING = frozenset({"beyond_inputs", "ignores_teacher"})
 
 
-def choose(explored: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
-    """The top-k configurations by public ΔPGR, excluding any with evidence of cheating."""
+def choose(explored: list[dict[str, Any]], k: int, rule: str = "family") -> list[dict[str, Any]]:
+    """The k configurations to confirm, by public ΔPGR, excluding any with evidence of
+    cheating. `family` (default): the best configuration of each of the top-k methods, so the
+    K are K different bets; `config`: the top-k configurations, which can be near-copies of
+    one method (kept for comparison)."""
     ok = [c for c in explored
           if c["public_delta"] is not None and not DISQUALIFYING & set(c["flags"])]
     ok.sort(key=lambda c: (-c["public_delta"], json.dumps([c["method"], c["params"]],
                                                           sort_keys=True)))
+    if rule == "family":
+        seen: set[str] = set()
+        ok = [c for c in ok if not (c["method"] in seen or seen.add(c["method"]))]
     return [{"name": f"c{i + 1}", **{key: c[key] for key in (
         "method", "params", "public_delta", "trials", "agents")}} for i, c in enumerate(ok[:k])]
 
@@ -82,7 +88,7 @@ def preregister(campaign_dir: Path, explored: list[dict[str, Any]], cfg: Campaig
             "winner_rule": "non-inferiority (margin on the accuracy scale) on every audit "
                            "setting and a significant gain on one (results/verdict.py)",
             "margin": cfg.audit.margin, "audit_seeds": cfg.audit.seeds, "design": design,
-            "candidates": choose(explored, c.top_k)}
+            "choose": c.choose, "candidates": choose(explored, c.top_k, c.choose)}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(plan, indent=2))
     os.replace(tmp, path)
