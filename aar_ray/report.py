@@ -20,6 +20,7 @@ from aar_ray.report_html import CSS, e, interval, num, svg_progress, table, when
 from aar_ray.results import records
 from aar_ray.results.diversity import diversity
 from aar_ray.results.records import json_file
+from aar_ray.results.verdict import WORDS
 from aar_ray.w2s.methods import catalog
 
 USAGE_LABELS = ("input", "output", "cache read", "cache write")  # of USAGE_KEYS, in order
@@ -138,9 +139,11 @@ def section_verdict(data: dict[str, Any]) -> str:
     audit = []
     for c in s.get("confirmed", []):
         for setting, a in (c.get("audit") or {}).items():
+            pts = [None if a.get(k) is None else 100 * a[k]
+                   for k in ("delta_acc", "ci_low_acc", "ci_high_acc", "mde_acc")]
             audit.append([e(c["method"]), e(setting), num(a.get("pgr")), num(a.get("delta")),
-                          num(a.get("p_holm"), 4), e(a.get("verdict") or ""),
-                          "loses to vanilla" if a.get("loses") else "–"])
+                          interval(*pts[:3]), num(pts[3]), e(a.get("status") or ""),
+                          e(WORDS.get(c.get("label"), ""))])
     health = (f"public→private Spearman over {s.get('explored_configurations', 0)} explored "
               f"configurations: {num(s.get('public_private_spearman'))}; largest share of "
               f"trials on one method: {num(s.get('max_method_share'))}; minimum detectable "
@@ -151,8 +154,9 @@ def section_verdict(data: dict[str, Any]) -> str:
             + table(["", "method", "params", "public ΔPGR", "PGR", "ΔPGR [95% CI]",
                      "p (Holm)", "confirmed"], rows, {3, 4, 5, 6})
             + ("<h3>Transfer audit of the confirmed</h3>"
-               + table(["method", "setting", "PGR", "ΔPGR vs vanilla", "p (Holm)", "verdict",
-                        ""], audit, {2, 3, 4}) if audit else ""))
+               + table(["method", "setting", "PGR", "ΔPGR vs vanilla",
+                        "Δacc pts [95% CI]", "MDE pts", "non-inferiority", "label"], audit,
+                       {2, 3, 4, 5}) if audit else ""))
 
 
 def section_leaderboard(data: dict[str, Any]) -> str:

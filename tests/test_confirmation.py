@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from aar_ray.config import CampaignConfig, ConfirmConfig
 from aar_ray.lab import confirmation
 from aar_ray.lab.truth import compare, estimate
 
@@ -45,7 +46,13 @@ def simulate(rng, true_delta_pgr: list[float], *, k: int = 3, explore_seeds: int
                  "flags": [],
                  "public_delta": compare([s[3 + j] for s in seeds], van, weak, ceil)["delta"]}
                 for j in range(len(deltas))]
-    plan = {"alpha": 0.05, "candidates": confirmation.choose(explored, k)}
+    cfg = CampaignConfig(confirm=ConfirmConfig(top_k=k, seeds=list(range(100, 100 + fresh_seeds)),
+                                               disagreement=DISAGREE))
+    design = {"items": [private_items], "gap": CEIL - WEAK,
+              "vanilla_acc": [float(v.mean()) for v in van],
+              "vanilla_items": [public_items] * len(van)}
+    plan = {"alpha": 0.05, "candidates": confirmation.choose(explored, k),
+            "design": confirmation.power_design(design, cfg)}
     picked = [int(c["method"][1:]) for c in plan["candidates"]]
     fresh = [_seed_arrays(rng, private_items, [deltas[j] for j in picked])
              for _ in range(fresh_seeds)]
@@ -83,11 +90,14 @@ def test_a_real_improvement_is_confirmed_with_power() -> None:
 def test_min_detectable_delta_of_the_default_design_is_within_0_05() -> None:
     """The default confirmation (3 configurations, 20 fresh seeds, ~3,000 private items per
     seed) can detect ΔPGR 0.05 at 80% power after Holm: the design docs/statistics.md
-    states, checked on the simulated noise model."""
+    states, computed from vanilla's spread alone, the same for a null and a real effect."""
     rng = np.random.default_rng(3)
-    decision, _ = simulate(rng, [0.0] * 30)
-    assert decision.min_detectable_delta is not None
-    assert decision.min_detectable_delta <= 0.05
+    null, _ = simulate(rng, [0.0] * 30)
+    real, _ = simulate(np.random.default_rng(3), [0.08] + [0.0] * 29)
+    assert null.min_detectable_delta is not None and null.min_detectable_delta <= 0.05
+    assert null.min_detectable_delta == real.min_detectable_delta
+    few, _ = simulate(rng, [0.0] * 30, fresh_seeds=4)
+    assert few.min_detectable_delta > 0.05
 
 
 def test_the_test_fails_where_it_should() -> None:
@@ -114,7 +124,7 @@ def test_choose_skips_configurations_with_evidence_of_cheating(flags) -> None:
 def test_decide_applies_holm_over_the_k_only() -> None:
     """Three candidates with p = 0.01, 0.02, 0.04: Holm over 3 gives 0.03, 0.04, 0.04 —
     all confirmed at 0.05 — where a correction over every submission would confirm none."""
-    plan = {"alpha": 0.05, "candidates": [
+    plan = {"alpha": 0.05, "design": {"confirmation": {"mde_delta_pgr": 0.04}}, "candidates": [
         {"name": n, "method": n, "params": {}, "public_delta": 0.1, "trials": [],
          "agents": ["a"]} for n in ("a", "b", "c")]}
     results = {n: {"trial_id": n, "estimate": {"pgr": 0.4, "se": 0.02},
@@ -124,3 +134,16 @@ def test_decide_applies_holm_over_the_k_only() -> None:
     d = confirmation.decide(results, plan)
     assert [round(c["p_holm"], 3) for c in d.candidates] == [0.03, 0.04, 0.04]
     assert len(d.confirmed) == 3
+
+
+def test_choose_by_family_gives_k_different_methods() -> None:
+    """Four info_max variants top the board, then two other methods: `family` picks the best
+    of each of three methods, `config` the three info_max variants (the old rule)."""
+    deltas = [("info_max", 0.09), ("info_max", 0.08), ("info_max", 0.07), ("info_max", 0.06),
+              ("aux_confidence", 0.05), ("label_smoothing", 0.04), ("vanilla_plus", -0.01)]
+    explored = [{"method": m, "params": {"i": i}, "public_delta": d, "trials": [f"t{i}"],
+                 "agents": ["a"], "flags": []} for i, (m, d) in enumerate(deltas)]
+    fam = confirmation.choose(explored, 3)
+    assert [(c["method"], c["params"]) for c in fam] == [
+        ("info_max", {"i": 0}), ("aux_confidence", {"i": 4}), ("label_smoothing", {"i": 5})]
+    assert [c["method"] for c in confirmation.choose(explored, 3, "config")] == ["info_max"] * 3

@@ -148,3 +148,15 @@ def test_report_in_headless_chromium(campaign_dir, tmp_path):
     assert "PWNED" not in title and not re.search(r"<body[^>]*data-pwned", dom)
     assert "<script" not in dom.lower()
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_preregistration_states_the_power_of_the_design(campaign_dir):
+    """The MDE is the design's, written before any candidate ran, and the summary's number."""
+    plan = json.loads((campaign_dir / "preregistration.json").read_text())
+    summary = json.loads((campaign_dir / "summary.json").read_text())
+    design = plan["design"]["confirmation"]
+    assert design["seeds"] == 2 and design["mde_acc"] > 0 and plan["margin"] == 0.01
+    assert plan["audit_seeds"] == plan["design"]["audit"]["seeds"]
+    assert min(plan["audit_seeds"]) >= 1000
+    assert summary["min_detectable_delta"] == design["mde_delta_pgr"] > 0
+    assert "holds up in the audit" not in summary["verdict"]  # no audit settings

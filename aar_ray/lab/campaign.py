@@ -30,7 +30,7 @@ from aar_ray.lab.agent import ResearcherActor
 from aar_ray.lab.directions import DIRECTIONS
 from aar_ray.lab.store import checkpoint
 from aar_ray.observe import tracking
-from aar_ray.results import stats
+from aar_ray.results import stats, verdict
 from aar_ray.results.diversity import diversity
 
 FORWARDED_ENV = ("WANDB_MODE", "WANDB_PROJECT", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
@@ -367,11 +367,7 @@ def format_verdict(summary: dict[str, Any]) -> str:
         rows.append(f"  {c['name']} {c['method'][:24]:<24} PGR {pgr}  {d}  "
                     f"{'CONFIRMED' if c['confirmed'] else 'not confirmed'}  "
                     f"(public ΔPGR {c['public_delta']:+.3f}) {json.dumps(c['params'])}")
-    for c in summary["confirmed"]:
-        audit = ", ".join(f"{k}: {v['verdict']}" + (" (loses to vanilla)" if v["loses"] else "")
-                          for k, v in c["audit"].items()) or "no audit settings"
-        rows.append(f"  audit of {c['method']}: {audit} -> "
-                    f"{'WINNER' if c['winner'] else 'not a winner'}")
+    rows += [verdict.audit_line(c) for c in summary["confirmed"]]
     share, rho = (("n/a" if x is None else f"{x:.2f}") for x in (
         summary["max_method_share"], summary["public_private_spearman"]))
     rows.append(f"exploration: {summary['explored_configurations']} configurations; "

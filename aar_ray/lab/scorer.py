@@ -84,6 +84,18 @@ class Scorer:
             self.truth.seed(seed)
         return {"seconds": time.time() - t0, **self.truth.accuracies(seeds, "private")}
 
+    def design(self, seeds: list[int]) -> dict[str, Any]:
+        """What the power calculation needs, before any candidate runs: the planned `seeds`'
+        private item counts and gap (teacher and ceiling), and the baseline vanilla's per-seed
+        private accuracies and item counts on the exploration's seeds."""
+        weak, ceil = self.truth.reference(seeds, "private")
+        van = self.truth.correct(self._vanilla, "private")
+        return {"items": [int(w.size) for w in weak],
+                "gap": float(np.mean([c.mean() - w.mean() for w, c in zip(weak, ceil,
+                                                                          strict=True)])),
+                "vanilla_acc": [float(v.mean()) for v in van.values()],
+                "vanilla_items": [int(v.size) for v in van.values()]}
+
     def student_inputs(self, seed: int, shuffle: int | None = None) -> StudentInputs:
         return self.truth.inputs(seed, shuffle)
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from aar_ray.config import ConfigError, FinetuneConfig, SettingConfig, StudentConfig, load_campaign
 from aar_ray.results import records, stats
+from aar_ray.results.verdict import acc_evidence, vanilla_mde_acc
 
 VERDICTS = ("transfers", "does not transfer", "inconclusive", "no gap")
 ALPHA = 0.05
@@ -201,7 +202,8 @@ def audit(campaign_dir: str | Path, top_k: int | None = None, seeds: list[int] |
     t0 = time.time()
     campaign_dir = Path(campaign_dir)
     cfg = load_campaign(campaign_dir / "config.yaml")
-    seeds = list(seeds or cfg.seeds)
+    seeds = list(seeds or cfg.audit.seeds)
+    margin = cfg.audit.margin
     k = top_k or cfg.audit.top_k
     cache = Path(cache_dir or cfg.cache_dir) if (cache_dir or cfg.cache_dir) else None
     if not cfg.audit.settings:
@@ -222,6 +224,9 @@ def audit(campaign_dir: str | Path, top_k: int | None = None, seeds: list[int] |
                    "ci_hi": None, "vanilla_pgr": None, "in_lab_pgr": c.pgr,
                    "delta": None, "delta_vs_vanilla": None,
                    "p_vs_vanilla": None, "p_holm": None, "code_changed": changed_c,
+                   "gap": float(held.ceiling.mean() - held.weak.mean()), "margin": margin,
+                   "delta_acc": None, "ci_low_acc": None, "ci_high_acc": None,
+                   "mde_acc": None, "note_gap": note or "",
                    "verdict": "no gap" if note else None, "note": note or ""}
             rows.append(row)
             if note:
@@ -232,6 +237,10 @@ def audit(campaign_dir: str | Path, top_k: int | None = None, seeds: list[int] |
             van = stats.pgr_ci(v, held.weak, held.ceiling)
             cmp = stats.paired_compare(t, v, held.weak, held.ceiling)
             pgr = finite(est.mean)
+            mde = vanilla_mde_acc(v, disagreement=cfg.confirm.disagreement, alpha=ALPHA,
+                                  power=cfg.confirm.power)
+            ev = acc_evidence(t, v, mde, alpha=ALPHA).to_dict()
+            row.update({k: ev[k] for k in ("delta_acc", "ci_low_acc", "ci_high_acc", "mde_acc")})
             row.update(transfer_acc=float(t.mean()), vanilla_acc=float(v.mean()), pgr=pgr,
                        ci_lo=finite(est.lo), ci_hi=finite(est.hi), vanilla_pgr=finite(van.mean),
                        delta=None if pgr is None or c.pgr is None else pgr - c.pgr,
