@@ -16,7 +16,7 @@ import yaml
 
 from aar_ray.brains.base import USAGE_KEYS
 from aar_ray.observe import operations
-from aar_ray.report_html import CSS, e, interval, num, svg_progress, table, when
+from aar_ray.report_html import CSS, e, interval, num, pval, svg_progress, table, when
 from aar_ray.results import records
 from aar_ray.results.diversity import diversity
 from aar_ray.results.records import json_file
@@ -135,15 +135,15 @@ def section_verdict(data: dict[str, Any]) -> str:
                      f"<code>{e(json.dumps(c.get('params') or {}, sort_keys=True))}</code>",
                      num(c.get("public_delta")), num(c.get("pgr")),
                      interval(c.get("delta"), c.get("ci_low"), c.get("ci_high")),
-                     num(c.get("p_holm"), 4), "✓" if c.get("confirmed") else "–"])
+                     pval(c.get("p_holm")), "✓" if c.get("confirmed") else "–"])
     audit = []
     for c in s.get("confirmed", []):
         for setting, a in (c.get("audit") or {}).items():
             pts = [None if a.get(k) is None else 100 * a[k]
                    for k in ("delta_acc", "ci_low_acc", "ci_high_acc", "mde_acc")]
-            audit.append([e(c["method"]), e(setting), num(a.get("pgr")), num(a.get("delta")),
-                          interval(*pts[:3]), num(pts[3]), e(a.get("status") or ""),
-                          e(WORDS.get(c.get("label"), ""))])
+            audit.append([e(c.get("name", "")), e(c["method"]), e(setting), num(a.get("pgr")),
+                          num(a.get("delta")), interval(*pts[:3]), num(pts[3]),
+                          e(a.get("status") or ""), e(WORDS.get(c.get("label"), ""))])
     health = (f"public→private Spearman over {s.get('explored_configurations', 0)} explored "
               f"configurations: {num(s.get('public_private_spearman'))}; largest share of "
               f"trials on one method: {num(s.get('max_method_share'))}; minimum detectable "
@@ -154,9 +154,9 @@ def section_verdict(data: dict[str, Any]) -> str:
             + table(["", "method", "params", "public ΔPGR", "PGR", "ΔPGR [95% CI]",
                      "p (Holm)", "confirmed"], rows, {3, 4, 5, 6})
             + ("<h3>Transfer audit of the confirmed</h3>"
-               + table(["method", "setting", "PGR", "ΔPGR vs vanilla",
+               + table(["config", "method", "setting", "PGR", "ΔPGR vs vanilla",
                         "Δacc pts [95% CI]", "MDE pts", "non-inferiority", "label"], audit,
-                       {2, 3, 4, 5}) if audit else ""))
+                       {3, 4, 5, 6}) if audit else ""))
 
 
 def section_leaderboard(data: dict[str, Any]) -> str:
@@ -175,13 +175,14 @@ def section_leaderboard(data: dict[str, Any]) -> str:
                      str(len(b.get("seeds") or [])),
                      interval(b.get("pgr"), b.get("ci_lo"), b.get("ci_hi")), num(b.get("se")),
                      interval(b.get("delta"), b.get("delta_lo"), b.get("delta_hi")),
-                     num(b.get("p"), 4), _flags(b.get("flags"))])
+                     pval(b.get("p")), _flags(b.get("flags"))])
         classes.append("baseline" if b["agent"] == "baseline" else "")
     note = ("Exploration's numbers, every one computed by the scorer on the private split; "
             "agents only ever saw rounded public ΔPGR. p is unadjusted: the verdict above comes "
             "from the pre-registered confirmation, not from this board.")
-    return ("<h2>Leaderboard (private split)</h2><p class=\"muted\">" + note + "</p>"
-            + table(head, rows, {0, 5, 6, 7, 8, 9}, classes))
+    return (f"<details><summary><h2>Leaderboard (private split, {len(board)} entries)</h2>"
+            "</summary><p class=\"muted\">" + note + "</p>"
+            + table(head, rows, {0, 5, 6, 7, 8, 9}, classes) + "</details>")
 
 
 def section_progress(data: dict[str, Any]) -> str:
@@ -294,13 +295,17 @@ def section_audit(data: dict[str, Any]) -> str:
         return ""
     rule = audit.get("rule") if isinstance(audit, dict) else None
     rows_in = (audit.get("rows") or []) if isinstance(audit, dict) else audit
+    # each row names its configuration as the confirmation does (c1, c2, ...)
+    names = {(c.get("method"), json.dumps(c.get("params") or {}, sort_keys=True)): c["name"]
+             for c in data["summary"].get("candidates", []) if "name" in c}
     rows = []
     for r in rows_in if isinstance(rows_in, list) else []:
         params = r.get("params")
         lo, hi = r.get("ci_lo", r.get("lo")), r.get("ci_hi", r.get("hi"))
         vs = ("–" if r.get("delta_vs_vanilla") is None else
-              f"{num(r.get('delta_vs_vanilla'))} (p Holm {num(r.get('p_holm'), 4)})")
-        rows.append([e(r.get("method")),
+              f"{num(r.get('delta_vs_vanilla'))} (p Holm {pval(r.get('p_holm'))})")
+        key = (r.get("method"), json.dumps(params or {}, sort_keys=True))
+        rows.append([e(names.get(key, "–")), e(r.get("method")),
                      f"<code>{e(json.dumps(params, sort_keys=True) if params else '{}')}</code>",
                      e(r.get("setting")), interval(r.get("pgr"), lo, hi),
                      num(r.get("in_lab_pgr")), num(r.get("delta")), vs,
@@ -308,8 +313,8 @@ def section_audit(data: dict[str, Any]) -> str:
                      + (f'<div class="muted">{e(r["note"])}</div>' if r.get("note") else "")])
     return ("<h2>Transfer audit (held-out settings)</h2>"
             + (f'<p class="muted">{e(rule)}</p>' if rule else "")
-            + table(["method", "params", "setting", "PGR [95% CI]", "in-lab PGR", "Δ",
-                      "Δ vs vanilla", "verdict"], rows, {3, 4, 5, 6}))
+            + table(["config", "method", "params", "setting", "PGR [95% CI]", "in-lab PGR", "Δ",
+                      "Δ vs vanilla", "verdict"], rows, {4, 5, 6, 7}))
 
 
 def section_costs(data: dict[str, Any]) -> str:
@@ -345,8 +350,9 @@ def section_costs(data: dict[str, Any]) -> str:
 
 
 def render(data: dict[str, Any]) -> str:
-    body = "".join(f(data) for f in (section_header, section_verdict, section_leaderboard,
-                                     section_progress,
+    # the verdict and the plot first; the long leaderboard below them, collapsible
+    body = "".join(f(data) for f in (section_header, section_verdict, section_progress,
+                                     section_leaderboard,
                                      section_diversity, section_audit, section_events,
                                      section_operations,
                                      section_forum, section_costs))

@@ -13,7 +13,8 @@ CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;
  max-width:1200px;color:#222;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;
- padding-bottom:4px} .muted{color:#777} .cards{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
+ padding-bottom:4px} summary h2{display:inline-block;cursor:pointer}
+ .muted{color:#777} .cards{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
 .card{border:1px solid #ddd;border-radius:6px;padding:6px 12px;min-width:110px}
 .card b{display:block;font-size:17px}
 table{border-collapse:collapse;width:100%;margin:6px 0 10px;font-size:13px}
@@ -41,6 +42,11 @@ def e(value: Any) -> str:
 
 def num(value: Any, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def pval(p: Any) -> str:
+    """A p-value in scientific notation: 3.2e-07, never a 0.0000 that hides how small."""
+    return "–" if p is None else f"{p:.1e}"
 
 
 def when(ts: float | None) -> str:

@@ -63,7 +63,9 @@ def campaign_text(campaign_dir: str | Path, top: int = 10) -> str:
              f"  {'agent':<12} {'trials':>6} {'done':>5} {'err':>4} {'subs':>5} {'posts':>5} "
              f"{'best shown':>10} {'tokens':>10} {'dollars':>8}"]
     for a in agents:
-        mine = [t for t in trials if t["agent"] == a and t["kind"] not in ("control", "confirm")]
+        # controls run under their trial's agent id and are counted above, not here; the
+        # confirmation runs are the `confirm` row's, so the rows and the header agree
+        mine = [t for t in trials if t["agent"] == a and t["kind"] != "control"]
         u = usage.get(a) or {}
         tok = total_tokens(u)
         lines.append(

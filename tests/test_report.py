@@ -68,6 +68,9 @@ def test_report_sections_and_escaping(campaign_dir):
         assert heading in page, heading
     assert "&lt;script&gt;x()&lt;/script&gt;" in page  # the event added by the fixture
     assert "<svg" in page and "<path" in page  # the progress plot has lines
+    # the verdict and the plot before the long leaderboard, which folds away
+    assert (page.index("<h2>Verdict") < page.index("Best private PGR over time")
+            < page.index("<details><summary><h2>Leaderboard"))
     # untrusted text is escaped, and nothing can run or load
     assert "<script" not in page.lower()
     assert "&lt;script&gt;document.title=&#x27;PWNED&#x27;&lt;/script&gt;" in page

@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 SPECS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "aar_trials_total": ("counter", "Trials finished, by agent, method and final status",
                          ("agent", "method", "status")),
-    "aar_best_shown_delta_pgr": ("gauge", "An agent's best public ΔPGR over vanilla, as the "
-                                 "Ladder showed it", ("agent",)),
+    # ASCII only: a non-ASCII description stops Ray 2.60 exporting every gauge (measured)
+    "aar_best_shown_delta_pgr": ("gauge", "An agent's best public delta PGR over vanilla, as "
+                                 "the Ladder showed it", ("agent",)),
     "aar_submissions_total": ("counter", "Trials submitted to the scorer", ("agent",)),
     "aar_integrity_events_total": ("counter", "Integrity events the scorer recorded", ("kind",)),
     "aar_tokens_total": ("counter", "Claude tokens, by agent and kind (input, output, "
