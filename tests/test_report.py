@@ -142,7 +142,7 @@ def test_report_in_headless_chromium(campaign_dir, tmp_path):
     assert console == [], console
     dom = done.stdout
     summary = json.loads((campaign_dir / "summary.json").read_text())
-    board = dom.split("Leaderboard (private split)")[1].split("Best private PGR")[0]
+    board = dom.split("Leaderboard (private split")[1].split("<h2>Diversity")[0]
     rows = re.findall(r"<tr[^>]*>.*?</tr>", board, re.S)
     assert len(rows) == len(summary["leaderboard"]) + 1  # + the header row
     for entry in summary["leaderboard"]:

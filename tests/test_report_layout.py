@@ -32,12 +32,13 @@ def test_audit_rows_name_their_configuration_and_every_column_has_a_header():
     assert "<td>c2</td>" in html and "1.0e-05" in html
     assert all(h and all(h) for h in _headers(html))
     summary = {"verdict": "v", "candidates": CANDIDATES, "confirmed": [
-        {**CANDIDATES[0], "audit": {"s1": {"pgr": 0.2, "delta": 0.01, "p_holm": 2e-9,
-                                           "verdict": "transfers", "loses": False}}}]}
+        {**CANDIDATES[0], "label": "winner", "audit": {"s1": {
+            "pgr": 0.2, "delta": 0.01, "delta_acc": 0.02, "ci_low_acc": 0.01,
+            "ci_high_acc": 0.03, "mde_acc": 0.008, "status": "non-inferior"}}}]}
     html = section_verdict({"summary": summary})
     heads = _headers(html)
     assert heads[1][0] == "config" and all(heads[1]) and "<td>c1</td>" in html
-    assert "3.2e-07" in html and "2.0e-09" in html and "0.0000" not in html
+    assert "3.2e-07" in html and "0.0000" not in html
 
 
 def test_the_leaderboard_folds_away():
