@@ -3,7 +3,8 @@ transfer audit of what was confirmed, then a verdict a user can act on.
 
 1. Pre-registration: the best configuration of each of the top-K methods by public ΔPGR over
    vanilla (flagged ones excluded; `confirm.choose`) are written to `preregistration.json`
-   *before* anything else runs, with the fresh seeds, the test, alpha and the power design. A resumed campaign reads the file, never re-chooses.
+   *before* anything else runs, with the fresh seeds, the test, alpha and the power design.
+   A resumed campaign reads the file, never re-chooses.
 2. Confirmation: each configuration and vanilla are re-run on the fresh seeds (never used in
    exploration: new training runs and new test draws), scored on the private split, and
    tested against vanilla with the paired t test; Holm over the K only.
