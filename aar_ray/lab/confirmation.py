@@ -76,8 +76,10 @@ def power_design(d: dict[str, Any], cfg: CampaignConfig) -> dict[str, Any]:
 
 
 def preregister(campaign_dir: Path, explored: list[dict[str, Any]], cfg: CampaignConfig,
-                design: dict[str, Any]) -> dict[str, Any]:
-    """Write (or, on resume, read back) the confirmation plan, with its power `design`."""
+                design: dict[str, Any],
+                candidates: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write (or, on resume, read back) the confirmation plan, with its power `design`; the
+    candidates are chosen from `explored` unless given (`aar confirm`)."""
     path = campaign_dir / PREREGISTRATION
     if path.exists():
         return json.loads(path.read_text())
@@ -89,7 +91,8 @@ def preregister(campaign_dir: Path, explored: list[dict[str, Any]], cfg: Campaig
             "winner_rule": "non-inferiority (margin on the accuracy scale) on every audit "
                            "setting and a significant gain on one (results/verdict.py)",
             "margin": cfg.audit.margin, "audit_seeds": cfg.audit.seeds, "design": design,
-            "choose": c.choose, "candidates": choose(explored, c.top_k, c.choose)}
+            "choose": "given" if candidates else c.choose,
+            "candidates": candidates or choose(explored, c.top_k, c.choose)}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(plan, indent=2))
     os.replace(tmp, path)
@@ -123,8 +126,9 @@ def decide(results: dict[str, dict[str, Any]], plan: dict[str, Any]) -> Decision
                     plan["design"]["confirmation"]["mde_delta_pgr"])
 
 
-def run(lab: Any) -> dict[str, Any]:
-    """Pre-register, confirm on fresh seeds, audit the confirmed; the summary's verdict keys."""
+def run(lab: Any, candidates: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Pre-register (exploration's choice, or the given `candidates`), confirm on fresh seeds,
+    audit the confirmed; the summary's verdict keys."""
     from aar_ray.results.audit import Candidate, audit
 
     cfg = lab.cfg
@@ -132,7 +136,7 @@ def run(lab: Any) -> dict[str, Any]:
     explored = ray.get(lab.scorer.explored.remote())
     ray.get(lab.scorer.prepare.remote(cfg.confirm.seeds))  # teacher and ceiling, fresh seeds
     plan = preregister(lab.dir, explored, cfg, power_design(
-        ray.get(lab.scorer.design.remote(cfg.confirm.seeds)), cfg))
+        ray.get(lab.scorer.design.remote(cfg.confirm.seeds)), cfg), candidates)
     runs = {}  # run under the lab's own id: the agents' trial and submission counts stay theirs
     for c in [*plan["candidates"], {"name": "vanilla", "method": "vanilla", "params": {}}]:
         runs[c["name"]] = ray.get(lab.queue.enqueue.remote(
