@@ -61,3 +61,44 @@ def test_aar_confirm_writes_the_plan_and_the_verdict(small_setting, fast_student
     if not summary["confirmed"]:
         assert summary["verdict"].startswith("No confirmed improvement — the campaign could")
     assert "verdict: " in out
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_audit_runs_through_the_queue_and_the_scorer_and_resumes(
+        small_setting, fast_student, cache_dir, tmp_path) -> None:
+    """Audit trials are queued trials scored by a scorer of the held-out setting (its SQLite
+    under audit/s0/), on the audit seeds; asked again (a resumed campaign), nothing re-runs."""
+    import sqlite3
+
+    import ray
+
+    from aar_ray.lab import audit_stage, campaign
+
+    cfg = CampaignConfig(name="aud", setting=small_setting, student=fast_student, seeds=[0, 1],
+                         confirm=ConfirmConfig(seeds=[10, 11]),
+                         audit=AuditConfig(seeds=[1000, 1001], settings=[SettingConfig(
+                             task="compositional", weak="glove50", strong="minilm_l1",
+                             max_examples=600, test_size=150)]),
+                         root=str(tmp_path / "runs"), cache_dir=cache_dir)
+    cfg.validate()
+    d = campaign.new_campaign_dir(cfg)
+    save_campaign(cfg, d / "config.yaml")
+    started = campaign.init_ray(cfg)
+    try:
+        lab = campaign.start_lab(cfg, d, with_agents=False)
+        configs = [{"name": "c1", "method": "confidence_filter", "params": {"keep": 0.6},
+                    "trial_id": "t-main"}]
+        rows = audit_stage.run(lab, configs)
+        again = audit_stage.run(lab, configs)
+    finally:
+        if started:
+            ray.shutdown()
+    (row,) = rows
+    assert row["trial_id"] == "t-main" and row["seeds"] == [1000, 1001]
+    assert row["ci_low_acc"] <= row["delta_acc"] <= row["ci_high_acc"] and row["mde_acc"] > 0
+    assert again[0]["audit_trial"] == row["audit_trial"] and again[0]["delta_acc"] == \
+        row["delta_acc"]
+    db = sqlite3.connect(d / "audit" / "s0" / "trials.sqlite")
+    got = db.execute("SELECT agent, kind, seeds, status FROM trials").fetchall()
+    assert sorted(got) == [("audit", "confirm", "[1000, 1001]", "done")] * 2

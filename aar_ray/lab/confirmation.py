@@ -129,7 +129,7 @@ def decide(results: dict[str, dict[str, Any]], plan: dict[str, Any]) -> Decision
 def run(lab: Any, candidates: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Pre-register (exploration's choice, or the given `candidates`), confirm on fresh seeds,
     audit the confirmed; the summary's verdict keys."""
-    from aar_ray.results.audit import Candidate, audit
+    from aar_ray.lab import audit_stage
 
     cfg = lab.cfg
     t0 = time.time()
@@ -156,9 +156,7 @@ def run(lab: Any, candidates: list[dict[str, Any]] | None = None) -> dict[str, A
         Decision([], [], plan["design"]["confirmation"]["mde_delta_pgr"])
     audits: dict[str, Any] = {}
     if decision.confirmed and cfg.audit.settings:
-        configs = [Candidate(r["trial_id"], r["agents"][0], r["method"], r["params"],
-                             cfg.confirm.seeds, {}, r["pgr"]) for r in decision.confirmed]
-        rows = audit(lab.dir, configs=configs)
+        rows = audit_stage.run(lab, decision.confirmed)
         for r in decision.confirmed:
             audits[r["name"]] = verdict.audit_entries(
                 [a for a in rows if a["trial_id"] == r["trial_id"]], cfg.audit.margin)
