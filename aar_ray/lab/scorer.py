@@ -55,10 +55,6 @@ def unpack(blob: bytes) -> Preds:
         return {int(k): z[k] for k in z.files}
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None
-
-
 def config_key(method: str, params: dict[str, Any]) -> str:
     """One configuration: a method and its parameters, canonically."""
     return dumps([method, params])
@@ -102,40 +98,28 @@ class Scorer:
 
     def transfer(self, runs: dict[str, str], vanilla_trial: str, disagreement: float,
                  power: float) -> dict[str, dict[str, Any]]:
-        """The audit's numbers for each run (name -> trial id) against the vanilla trial on the
-        same seeds, on the whole test split of this (held-out) setting: Δacc with its 95% CI
-        and the design MDE from vanilla alone (`results.verdict`), PGR, ΔPGR and the gap."""
-        from aar_ray.results import stats, verdict
-
-        def both(preds: Preds) -> list[np.ndarray]:
-            pub, priv = self.truth.correct(preds, "public"), self.truth.correct(preds, "private")
-            return [np.concatenate([pub[s], priv[s]]) for s in sorted(preds)]
+        """The audit's numbers (`verdict.transfer`) for each run (name -> trial id) against
+        the vanilla trial, on the whole test split of this held-out setting."""
+        from aar_ray.results import verdict
 
         base = self.predictions(vanilla_trial)
         if base is None:
             raise ScoreError(f"no recorded vanilla trial {vanilla_trial!r}")
         seeds = sorted(base)
+
+        def whole(parts: list[list[np.ndarray]]) -> list[np.ndarray]:
+            return [np.concatenate(x) for x in zip(*parts, strict=True)]
+
+        def correct(preds: Preds) -> list[np.ndarray]:
+            by = [self.truth.correct(preds, p) for p in ("public", "private")]
+            return whole([[c[s] for s in seeds] for c in by])
+
         refs = [self.truth.reference(seeds, p) for p in ("public", "private")]
-        weak = [np.concatenate(x) for x in zip(refs[0][0], refs[1][0], strict=True)]
-        ceil = [np.concatenate(x) for x in zip(refs[0][1], refs[1][1], strict=True)]
-        v = both(base)
-        gap = float(np.mean([c.mean() - w.mean() for w, c in zip(weak, ceil, strict=True)]))
-        usable = gap > 0 and stats.paired_compare(ceil, weak, weak, ceil).p_value < 0.05
-        mde = verdict.vanilla_mde_acc(v, disagreement=disagreement, power=power)
-        out = {}
-        for name, tid in runs.items():
-            t = both(self.predictions(tid) or {})
-            ev = verdict.acc_evidence(t, v, mde).to_dict()
-            est, cmp = stats.pgr_ci(t, weak, ceil), stats.paired_compare(t, v, weak, ceil)
-            out[name] = {**{k: ev[k] for k in ("delta_acc", "ci_low_acc", "ci_high_acc",
-                                               "mde_acc")},
-                         "gap": gap, "seeds": seeds, "transfer_acc": float(np.mean(t)),
-                         "vanilla_acc": float(np.mean(v)),
-                         "pgr": _finite(est.mean) if usable else None,
-                         "delta_vs_vanilla": _finite(cmp.delta_pgr) if usable else None,
-                         "note_gap": "" if usable else
-                         f"gap {gap:+.3f}: the ceiling does not beat the teacher measurably"}
-        return out
+        weak, ceil = whole([r[0] for r in refs]), whole([r[1] for r in refs])
+        return {name: verdict.transfer(correct(self.predictions(tid) or {}), correct(base),
+                                       weak, ceil, seeds, disagreement=disagreement,
+                                       power=power)
+                for name, tid in runs.items()}
 
     def student_inputs(self, seed: int, shuffle: int | None = None) -> StudentInputs:
         return self.truth.inputs(seed, shuffle)
