@@ -157,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="default: CAMPAIGN_DIR/report.html")
     rp.set_defaults(fn=cmd_report)
 
+    cf = sub.add_parser("confirm", help="pre-register your own configurations, then confirm "
+                        "them on fresh seeds, audit and label them (no exploration)")
+    cf.add_argument("--config", required=True, help="campaign YAML (setting, seeds, audit)")
+    cf.add_argument("--candidate", action="append", required=True, metavar="'METHOD {JSON}'",
+                    help='e.g. \'confidence_filter {"keep": 0.6}\'; repeat for more')
+    cf.add_argument("--root", help="where the campaign directory goes (default: config)")
+    cf.set_defaults(fn=cmd_confirm)
+
     a = sub.add_parser("audit", help="re-run a campaign's top methods on held-out settings")
     a.add_argument("campaign_dir")
     a.add_argument("--top", type=int, default=None, help="how many configs (default: config)")
@@ -282,6 +290,20 @@ def audit_table(rows: list[dict[str, Any]]) -> str:
         if r["note"]:
             notes.append(f"- {r['method']} on {r['setting']}: {r['note']}")
     return "\n".join(out + ([""] + sorted(set(notes)) if notes else []))
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from aar_ray.config import load_campaign
+    from aar_ray.lab.campaign import format_verdict
+    from aar_ray.lab.hypothesis import confirm
+
+    cfg = load_campaign(args.config)
+    if args.root:
+        cfg.root = args.root
+    summary = confirm(cfg, args.candidate)
+    print(format_verdict(summary))
+    print(f"campaign directory: {summary['campaign_dir']}")
+    return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

@@ -238,22 +238,17 @@ class AuditConfig:
 
     settings: list[SettingConfig] = field(default_factory=list)
     top_k: int = 3
-    # non-inferiority margin on the accuracy scale (0.01 = 1 point): the winner rule
-    # (results/verdict.py) needs Δacc's lower 95% bound above -margin on every setting
-    margin: float = 0.01
-    # fresh seeds no other stage uses (exploration and confirmation use < 1000); 12 so that a
-    # method equal to vanilla passes each 1-point non-inferiority test with high power
-    # (docs/statistics.md; preregistration.json states the seeds the design needs)
+    margin: float = 0.01  # non-inferiority margin, accuracy scale (results/verdict.py)
+    # fresh (no other stage's); 12 powers a 1-point margin (docs/statistics.md)
     seeds: list[int] = field(default_factory=lambda: list(range(1000, 1012)))
 
     def validate(self, where: str) -> None:
         for i, s in enumerate(self.settings):
             s.validate(f"{where}.settings[{i}]")
         check(self.top_k >= 1, f"{where}.top_k", "must be >= 1")
-        check(0 < self.margin < 0.5, f"{where}.margin",
-              "is on the accuracy scale: in (0, 0.5), e.g. 0.01 for 1 point")
-        check(len(self.seeds) >= 2, f"{where}.seeds", "needs at least two fresh seeds")
-        check(len(set(self.seeds)) == len(self.seeds), f"{where}.seeds", "must be distinct")
+        check(0 < self.margin < 0.5, f"{where}.margin", "accuracy scale: 0.01 is 1 point")
+        check(len(set(self.seeds)) == len(self.seeds) >= 2, f"{where}.seeds",
+              "needs at least two distinct fresh seeds")
 
 
 @dataclass
@@ -264,15 +259,11 @@ class ConfirmConfig:
     The default size is set by the power calculation in docs/statistics.md."""
 
     top_k: int = 3
-    # family: the best configuration of each of the top-K methods (K different bets);
-    # config: the top-K configurations (may be K near-copies of one method)
-    choose: str = "family"
+    choose: str = "family"  # best config of each top-K method; "config": the top-K configs
     seeds: list[int] = field(default_factory=lambda: list(range(100, 120)))
     alpha: float = 0.05  # family-wise, over the K
     power: float = 0.8  # for the minimum detectable ΔPGR that the verdict states
-    # design assumption of the power calculation (results/verdict.design_mde_acc): the share
-    # of items on which a candidate's answer differs from vanilla's
-    disagreement: float = 0.08
+    disagreement: float = 0.08  # power design: share of items a candidate answers otherwise
 
     def validate(self, where: str) -> None:
         check(self.top_k >= 1, f"{where}.top_k", "must be >= 1")
@@ -281,8 +272,7 @@ class ConfirmConfig:
         check(0 < self.alpha < 1, f"{where}.alpha", "must be in (0, 1)")
         check(0 < self.power < 1, f"{where}.power", "must be in (0, 1)")
         check(0 < self.disagreement <= 1, f"{where}.disagreement", "must be in (0, 1]")
-        check(self.choose in ("family", "config"), f"{where}.choose",
-              "must be 'family' or 'config'")
+        check(self.choose in ("family", "config"), f"{where}.choose", "family or config")
 
 
 @dataclass

@@ -19,6 +19,7 @@ from aar_ray.config import (
 from aar_ray.lab.scorer import Scorer
 from aar_ray.lab.trials import provenance
 from aar_ray.results import audit as audit_mod
+from aar_ray.results import verdict as verdict_mod
 from aar_ray.results.audit import AuditError, audit, verdict
 from aar_ray.results.rerun import rerun
 from aar_ray.w2s.trial import run_method
@@ -114,6 +115,17 @@ def test_audit_rows_verdicts_and_json(campaign):
     assert "transfers" in saved["rule"] and saved["seeds"] == [0, 1]
     table = audit_table(rows)
     assert table.count("\n|") == len(rows) + 1 and "no gap" in table
+    # the winner rule reads these rows: the gapless setting is never a pass
+    mine = [r for r in rows if r["trial_id"] == rows[0]["trial_id"]]
+    entries = verdict_mod.audit_entries(mine, 0.01)
+    assert entries[HELD_OUT[0].label]["status"] == "not_shown"
+    for e in entries.values():
+        assert {"delta_acc", "ci_low_acc", "ci_high_acc", "margin", "mde_acc", "gap",
+                "seeds"} <= set(e) and e["seeds"] == [0, 1]
+    lab = verdict_mod.label(entries, 0.01)
+    assert lab in ("setting_specific", "inconclusive")
+    line = verdict_mod.audit_line({"method": rows[0]["method"], "audit": entries, "label": lab})
+    assert "not_shown" in line and verdict_mod.WORDS[lab] in line
 
 
 @pytest.mark.slow

@@ -45,8 +45,8 @@ class ForumActor(Forum):
 @ray.remote(**ACTOR_OPTIONS, max_concurrency=1000)
 class TrialQueueActor(TrialQueue):
     def __init__(self, campaign_dir: str, cfg: CampaignConfig,
-                 secrets: dict[str, Any] | None = None) -> None:
-        super().__init__(campaign_dir, cfg, ray.get_actor("scorer", namespace=NAMESPACE), secrets)
+                 secrets: dict[str, Any] | None = None, scorer: str = "scorer") -> None:
+        super().__init__(campaign_dir, cfg, ray.get_actor(scorer, namespace=NAMESPACE), secrets)
 
 
 def create(name: str, cls, *args, **options):

@@ -366,7 +366,8 @@ def format_verdict(summary: dict[str, Any]) -> str:
         pgr = "n/a" if c["pgr"] is None else f"{c['pgr']:.3f}"
         rows.append(f"  {c['name']} {c['method'][:24]:<24} PGR {pgr}  {d}  "
                     f"{'CONFIRMED' if c['confirmed'] else 'not confirmed'}  "
-                    f"(public ΔPGR {c['public_delta']:+.3f}) {json.dumps(c['params'])}")
+                    + ("" if c["public_delta"] is None else
+                       f"(public ΔPGR {c['public_delta']:+.3f}) ") + json.dumps(c["params"]))
     rows += [verdict.audit_line(c) for c in summary["confirmed"]]
     share, rho = (("n/a" if x is None else f"{x:.2f}") for x in (
         summary["max_method_share"], summary["public_private_spearman"]))

@@ -3,7 +3,8 @@ transfer audit of what was confirmed, then a verdict a user can act on.
 
 1. Pre-registration: the best configuration of each of the top-K methods by public ΔPGR over
    vanilla (flagged ones excluded; `confirm.choose`) are written to `preregistration.json`
-   *before* anything else runs, with the fresh seeds, the test, alpha and the power design. A resumed campaign reads the file, never re-chooses.
+   *before* anything else runs, with the fresh seeds, the test, alpha and the power design.
+   A resumed campaign reads the file, never re-chooses.
 2. Confirmation: each configuration and vanilla are re-run on the fresh seeds (never used in
    exploration: new training runs and new test draws), scored on the private split, and
    tested against vanilla with the paired t test; Holm over the K only.
@@ -75,8 +76,10 @@ def power_design(d: dict[str, Any], cfg: CampaignConfig) -> dict[str, Any]:
 
 
 def preregister(campaign_dir: Path, explored: list[dict[str, Any]], cfg: CampaignConfig,
-                design: dict[str, Any]) -> dict[str, Any]:
-    """Write (or, on resume, read back) the confirmation plan, with its power `design`."""
+                design: dict[str, Any],
+                candidates: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write (or, on resume, read back) the confirmation plan, with its power `design`; the
+    candidates are chosen from `explored` unless given (`aar confirm`)."""
     path = campaign_dir / PREREGISTRATION
     if path.exists():
         return json.loads(path.read_text())
@@ -88,7 +91,8 @@ def preregister(campaign_dir: Path, explored: list[dict[str, Any]], cfg: Campaig
             "winner_rule": "non-inferiority (margin on the accuracy scale) on every audit "
                            "setting and a significant gain on one (results/verdict.py)",
             "margin": cfg.audit.margin, "audit_seeds": cfg.audit.seeds, "design": design,
-            "choose": c.choose, "candidates": choose(explored, c.top_k, c.choose)}
+            "choose": "given" if candidates else c.choose,
+            "candidates": candidates or choose(explored, c.top_k, c.choose)}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(plan, indent=2))
     os.replace(tmp, path)
@@ -122,16 +126,17 @@ def decide(results: dict[str, dict[str, Any]], plan: dict[str, Any]) -> Decision
                     plan["design"]["confirmation"]["mde_delta_pgr"])
 
 
-def run(lab: Any) -> dict[str, Any]:
-    """Pre-register, confirm on fresh seeds, audit the confirmed; the summary's verdict keys."""
-    from aar_ray.results.audit import Candidate, audit
+def run(lab: Any, candidates: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Pre-register (exploration's choice, or the given `candidates`), confirm on fresh seeds,
+    audit the confirmed; the summary's verdict keys."""
+    from aar_ray.lab import audit_stage
 
     cfg = lab.cfg
     t0 = time.time()
     explored = ray.get(lab.scorer.explored.remote())
     ray.get(lab.scorer.prepare.remote(cfg.confirm.seeds))  # teacher and ceiling, fresh seeds
     plan = preregister(lab.dir, explored, cfg, power_design(
-        ray.get(lab.scorer.design.remote(cfg.confirm.seeds)), cfg))
+        ray.get(lab.scorer.design.remote(cfg.confirm.seeds)), cfg), candidates)
     runs = {}  # run under the lab's own id: the agents' trial and submission counts stay theirs
     for c in [*plan["candidates"], {"name": "vanilla", "method": "vanilla", "params": {}}]:
         runs[c["name"]] = ray.get(lab.queue.enqueue.remote(
@@ -151,9 +156,7 @@ def run(lab: Any) -> dict[str, Any]:
         Decision([], [], plan["design"]["confirmation"]["mde_delta_pgr"])
     audits: dict[str, Any] = {}
     if decision.confirmed and cfg.audit.settings:
-        configs = [Candidate(r["trial_id"], r["agents"][0], r["method"], r["params"],
-                             cfg.confirm.seeds, {}, r["pgr"]) for r in decision.confirmed]
-        rows = audit(lab.dir, configs=configs)
+        rows = audit_stage.run(lab, decision.confirmed)
         for r in decision.confirmed:
             audits[r["name"]] = verdict.audit_entries(
                 [a for a in rows if a["trial_id"] == r["trial_id"]], cfg.audit.margin)

@@ -96,6 +96,31 @@ class Scorer:
                 "vanilla_acc": [float(v.mean()) for v in van.values()],
                 "vanilla_items": [int(v.size) for v in van.values()]}
 
+    def transfer(self, runs: dict[str, str], vanilla_trial: str, disagreement: float,
+                 power: float) -> dict[str, dict[str, Any]]:
+        """The audit's numbers (`verdict.transfer`) for each run (name -> trial id) against
+        the vanilla trial, on the whole test split of this held-out setting."""
+        from aar_ray.results import verdict
+
+        base = self.predictions(vanilla_trial)
+        if base is None:
+            raise ScoreError(f"no recorded vanilla trial {vanilla_trial!r}")
+        seeds = sorted(base)
+
+        def whole(parts: list[list[np.ndarray]]) -> list[np.ndarray]:
+            return [np.concatenate(x) for x in zip(*parts, strict=True)]
+
+        def correct(preds: Preds) -> list[np.ndarray]:
+            by = [self.truth.correct(preds, p) for p in ("public", "private")]
+            return whole([[c[s] for s in seeds] for c in by])
+
+        refs = [self.truth.reference(seeds, p) for p in ("public", "private")]
+        weak, ceil = whole([r[0] for r in refs]), whole([r[1] for r in refs])
+        return {name: verdict.transfer(correct(self.predictions(tid) or {}), correct(base),
+                                       weak, ceil, seeds, disagreement=disagreement,
+                                       power=power)
+                for name, tid in runs.items()}
+
     def student_inputs(self, seed: int, shuffle: int | None = None) -> StudentInputs:
         return self.truth.inputs(seed, shuffle)
 

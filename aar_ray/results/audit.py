@@ -5,7 +5,9 @@ vanilla baseline, on the held-out settings in `cfg.audit.settings` with the camp
 and gives each (config, setting) a verdict by `VERDICT_RULE`. It reads the campaign through
 `records` and runs everything in this process: held-out settings and their scores go to the
 campaign's `audit.json` and the trusted feature/teacher cache, never to a place agents read.
-Reproducing one trial is `rerun.py` (`aar rerun TRIAL_ID`).
+Reproducing one trial is `rerun.py` (`aar rerun TRIAL_ID`). A campaign's own audit of its
+confirmed configurations does not train here: it runs through the trial queue and per-setting
+scorers (`lab/audit_stage.py`) and is judged by `results/verdict.py`.
 """
 from __future__ import annotations
 

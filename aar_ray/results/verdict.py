@@ -98,6 +98,30 @@ def vanilla_mde_acc(vanilla: Arrays, *, disagreement: float, alpha: float = 0.05
                           disagreement=disagreement, alpha=alpha, power=power)
 
 
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def transfer(method: Arrays, vanilla: Arrays, weak: Arrays, ceiling: Arrays, seeds: list[int],
+             *, disagreement: float, power: float) -> dict[str, Any]:
+    """One audit row's numbers on a held-out setting: Δacc with its CI and the design MDE from
+    vanilla alone, PGR and ΔPGR (None without a usable gap: the ceiling must beat the teacher
+    measurably), the gap and the seeds."""
+    gap = float(np.mean([np.mean(c) - np.mean(w) for w, c in zip(weak, ceiling, strict=True)]))
+    usable = gap > 0 and stats.paired_compare(ceiling, weak, weak, ceiling).p_value < 0.05
+    mde = vanilla_mde_acc(vanilla, disagreement=disagreement, power=power)
+    ev = acc_evidence(method, vanilla, mde).to_dict()
+    return {**{k: ev[k] for k in ("delta_acc", "ci_low_acc", "ci_high_acc", "mde_acc")},
+            "gap": gap, "seeds": seeds,
+            "transfer_acc": float(np.mean(method)), "vanilla_acc": float(np.mean(vanilla)),
+            "pgr": _finite(stats.pgr_ci(method, weak, ceiling).mean) if usable else None,
+            "delta_vs_vanilla": _finite(stats.paired_compare(method, vanilla, weak,
+                                                             ceiling).delta_pgr)
+            if usable else None,
+            "note_gap": "" if usable else
+            f"gap {gap:+.3f}: the ceiling does not beat the teacher measurably"}
+
+
 def status(s: dict[str, Any], margin: float) -> str:
     """One audit setting's entry (`delta_acc`, `ci_low_acc`, `ci_high_acc`, `mde_acc`,
     `usable`) -> non_inferior | inferior | not_shown, by the rule in the module docstring."""
