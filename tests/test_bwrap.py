@@ -139,9 +139,10 @@ def test_a_fork_does_not_outlive_its_trial(tmp_path, cache_dir, monkeypatch):
                 os.makedirs(d, exist_ok=True)
                 os.chdir(d)
                 time.sleep(120)
-            try:
-                subprocess._fork_exec(["/bin/true"], [b"/bin/true"], True, (), None, None,
-                                      -1, -1, -1, -1, -1, -1, -1, -1, False, False, -1, None,
+            r, w = os.pipe()
+            try:  # bound at import, so patching _posixsubprocess.fork_exec later misses it
+                subprocess._fork_exec(["/bin/true"], [b"/bin/true"], True, (w,), None, None,
+                                      -1, -1, -1, -1, -1, -1, r, w, False, False, -1, None,
                                       None, None, -1, linger, False)
             except Exception:
                 pass
@@ -209,3 +210,15 @@ def test_campaign_and_cache_files_cannot_be_stat(tmp_path, cache_dir, monkeypatc
                 raise RuntimeError("nothing found")
     ''')
     assert out["status"] == "error", out
+
+
+def test_refuse_fallback_refuses_custom_methods_in_one_line():
+    from aar_ray.sandbox.runner import IsolationUnavailable, run_sandboxed
+
+    no_userns = kernel.Layers(landlock_abi=LAYERS.landlock_abi, seccomp=True, bwrap=False)
+    with pytest.raises(IsolationUnavailable, match="sandbox_fallback") as info:
+        run_sandboxed("aar_ray.sandbox.launcher:run_main", "def main():\n    return 1\n",
+                      layers=no_userns, fallback="refuse")
+    assert "\n" not in str(info.value)
+    assert run_sandboxed("aar_ray.sandbox.launcher:run_main", "def main():\n    return 1\n",
+                         layers=no_userns, fallback="landlock") == 1

@@ -178,9 +178,6 @@ def policy(layers: kernel.Layers, tmp: str, limits: SandboxLimits) -> dict[str, 
             "drop_caps": layers.strong and not layers.bwrap, "memory_bytes": limits.memory_bytes}
 
 
-FALLBACKS = ("landlock", "refuse")
-
-
 def require_isolation(allow_weak: bool, layers: kernel.Layers | None = None,
                       fallback: str = "landlock") -> kernel.Layers:
     """The layers a custom method gets here; refuses, in one line, what the config forbids."""
