@@ -6,6 +6,10 @@ ARG RAY_VERSION
 FROM rayproject/ray:${RAY_VERSION}-py311-gpu
 
 WORKDIR /home/ray/aar-ray
+# bubblewrap: the outer sandbox layer for agents' code (needs user namespaces on the node, or
+# run the worker pods under gVisor; docs/clusters.md)
+RUN sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    --no-install-recommends bubblewrap && sudo rm -rf /var/lib/apt/lists/*
 # torch first and on its own, as `make setup` does, so the resolver keeps that build
 RUN pip install --no-cache-dir torch==2.13.0
 COPY --chown=ray:users pyproject.toml README.md ./

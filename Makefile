@@ -22,9 +22,9 @@ RAY_VERSION := 2.60.0
 IMAGE ?= aar-ray:$(RAY_VERSION)-gpu
 DOCKER ?= docker
 
-.PHONY: setup run test bench lint browser clean image mutation
+.PHONY: setup run test bench lint browser bubblewrap clean image mutation
 
-setup: $(STAMP)
+setup: $(STAMP) bubblewrap
 
 # torch goes in first and on its own so that the resolver keeps that build (CPU or CUDA)
 # instead of pulling a different one as a dependency of transformers/peft.
@@ -65,6 +65,19 @@ browser:
 		echo "chromium installed"; \
 	else \
 		echo "WARNING: chromium not available; browser tests will be skipped" >&2; \
+	fi
+
+# bubblewrap is the sandbox's outer layer for agents' code (docs/threat-model.md); without it
+# the lab falls back to Landlock + seccomp (resources.sandbox_fallback) and its tests skip.
+bubblewrap:
+	@if command -v bwrap >/dev/null 2>&1; then \
+		echo "bwrap: $$(command -v bwrap)"; \
+	elif command -v $(firstword $(APT_GET)) >/dev/null 2>&1 \
+		&& $(APT_GET) update -qq \
+		&& DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq --no-install-recommends bubblewrap; then \
+		echo "bubblewrap installed"; \
+	else \
+		echo "WARNING: bubblewrap not available; agents' methods use the Landlock fallback" >&2; \
 	fi
 
 # Keeps the venv (slow to rebuild) and campaign/run outputs; `rm -rf $(VENV)` to start over.

@@ -75,11 +75,20 @@ def cmd_trial(args: argparse.Namespace) -> int:
     from aar_ray.w2s.trial import run_trial
 
     cfg = trial_config(args)
-    summary = run_trial(cfg).summary()
+    if args.method_file:
+        from aar_ray.sandbox import method_file
+
+        out = method_file.trial(args.config, cfg, args.method_file)
+        if out["status"] == "error":  # the agent's view of its trial, nothing more
+            print(json.dumps(out) if args.json else f"trial error: {out['error']}")
+            return 1
+        summary = out["summary"]
+    else:
+        summary = run_trial(cfg).summary()
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"{summary['setting']}  method={cfg.method}  params={cfg.params}")
+    print(f"{summary['setting']}  method={summary['method']}  params={cfg.params}")
     print(f"{'seed':>4} {'weak':>7} {'ceiling':>8} {'transfer':>9} {'PGR':>7}")
     for r in summary["per_seed"]:
         p = "n/a" if r["pgr"] is None else f"{r['pgr']:.3f}"
@@ -122,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, help="student epochs")
     t.add_argument("--max-examples", type=int, help="0 = the task's whole data set")
     t.add_argument("--test-size", type=int, help="0 = the task's default")
+    t.add_argument("--method-file", metavar="PATH.py",
+                   help="a method written as an agent would (`write_method`), run in exactly "
+                        "the agents' sandbox and limits; prints what the agent would see")
     t.add_argument("--json", action="store_true")
     t.set_defaults(fn=cmd_trial)
 

@@ -185,6 +185,10 @@ class ResourcesConfig:
     # on a node with no kernel boundary (Landlock + seccomp), run agents' methods under the audit
     # hook alone instead of refusing them (docs/threat-model.md)
     sandbox_allow_weak: bool = False
+    # where bubblewrap cannot make user namespaces (many Kubernetes pods): "landlock" runs
+    # agents' methods under Landlock + the seccomp allow-list with capabilities dropped;
+    # "refuse" refuses them with one line (docs/clusters.md)
+    sandbox_fallback: str = "landlock"
     # placement on a multi-node cluster (docs/scale.md): custom resources that the scorer,
     # forum and trial queue (head), the agents' actors and the trial tasks ask for, offered by
     # the nodes meant to host them; `spread` spreads agents and trials over the nodes
@@ -205,6 +209,8 @@ class ResourcesConfig:
         check(self.agents_per_actor >= 1, f"{where}.agents_per_actor", "must be >= 1")
         check(self.sandbox_cpu_seconds >= 1, f"{where}.sandbox_cpu_seconds", "must be >= 1")
         check(self.sandbox_memory_mb >= 256, f"{where}.sandbox_memory_mb", "must be >= 256")
+        check(self.sandbox_fallback in ("landlock", "refuse"), f"{where}.sandbox_fallback",
+              "must be 'landlock' or 'refuse'")
 
 
 @dataclass

@@ -32,7 +32,7 @@ PREREGISTRATION = "preregistration.json"
 CONFIRM_AGENT = "confirmation"
 # integrity flags that are evidence of cheating (lab/integrity.py); review flags such as
 # `transfer_at_ceiling` do not disqualify: an honest method reaches them by noise
-DISQUALIFYING = frozenset({"beyond_inputs", "ignores_teacher"})
+DISQUALIFYING = frozenset({"beyond_inputs", "ignores_teacher", "control_failed"})
 
 
 def choose(explored: list[dict[str, Any]], k: int, rule: str = "family") -> list[dict[str, Any]]:

@@ -266,6 +266,20 @@ class Scorer:
                               f"PGR {real:.3f} vs {control:.3f} with shuffled teacher labels")
         return flags[-1]
 
+    def record_control_failed(self, trial_id: str, reason: str) -> dict:
+        """The control of a submission of agent-written code did not finish: the submission
+        is flagged `control_failed` (never confirmed); the agent is told only "unverified"."""
+        row = self.store.one("SELECT agent, flags FROM submissions WHERE trial_id=?",
+                             (trial_id,))
+        if row is None:
+            raise ScoreError(f"trial {trial_id!r} was never submitted")
+        flag = {"kind": "control_failed", "reason": reason[:500]}
+        flags = [f for f in json.loads(row["flags"]) if f["kind"] != "control_failed"] + [flag]
+        self.store.execute("UPDATE submissions SET flags=? WHERE trial_id=?",
+                           (dumps(flags), trial_id))
+        self.record_event(row["agent"], trial_id, "control_failed", reason[:500])
+        return flag
+
     # ---- reading -----------------------------------------------------------------------------
 
     def leaderboard(self, part: str = "public", limit: int = 20) -> list[dict[str, Any]]:
@@ -285,6 +299,9 @@ class Scorer:
                 if r["shown"] is None:
                     continue
                 entry["delta"] = r["shown"]
+                # why a control failed would teach an agent how to dodge the next one
+                entry["flags"] = [{"kind": "unverified"} if f["kind"] == "control_failed"
+                                  else f for f in entry["flags"]]
             else:
                 sc = json.loads(r["private"])
                 if sc["pgr"] is None:

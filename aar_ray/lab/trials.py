@@ -286,10 +286,10 @@ class TrialQueue:
         # a finetune trial's CPUs are held by its Ray Train workers, not by this task
         cpus = 0 if self.cfg.student.mode == "finetune" else res.cpus_per_trial
         seeds = json.loads(row["seeds"])
-        if row["kind"] == "control":
-            refs = [self._input(s, r) for s in seeds for r in range(2)]
-        else:
-            refs = [self._input(s) for s in seeds]
+        # the control runs each shuffle as a call of its own, with the trial's seeds once each:
+        # its inputs look like a normal trial's, so a method cannot tell it is being checked
+        shuffles = (0, 1) if row["kind"] == "control" else (None,)
+        calls = [[self._input(s, r) for s in seeds] for r in shuffles]
         # no Ray retries (an out-of-memory kill is the trial's error); see `_rerun`
         opts = {"num_cpus": cpus, "num_gpus": res.gpus_per_trial, "max_retries": 0,
                 "name": f"trial-{trial_id}-{row['method']}", **placement.trials(self.cfg)}
@@ -302,10 +302,11 @@ class TrialQueue:
                 self._fail(trial_id, "the method's source changed after the trial was queued; "
                                      "run a new trial")
                 return
-        ref = execute_trial.options(**opts).remote(self.cfg, self.dir, row["method"],
-                                                   json.loads(row["params"]), source, *refs)
+        refs = [execute_trial.options(**opts).remote(self.cfg, self.dir, row["method"],
+                                                     json.loads(row["params"]), source, *call)
+                for call in calls]
         self.running[trial_id] = asyncio.get_running_loop().create_task(
-            self._finish(trial_id, ref))
+            self._finish(trial_id, refs))
         self.store.execute("UPDATE trials SET status='running', started=? WHERE trial_id=?",
                            (time.time(), trial_id))
 
@@ -332,12 +333,14 @@ class TrialQueue:
             except TimeoutError:
                 pass
 
-    async def _finish(self, trial_id: str, ref: ray.ObjectRef) -> None:
-        """Await one trial (one task per trial), send its predictions to the scorer."""
+    async def _finish(self, trial_id: str, refs: list[ray.ObjectRef]) -> None:
+        """Await one trial (one task per shuffle of a control, else one), send its
+        predictions to the scorer."""
         row = self.store.one("SELECT * FROM trials WHERE trial_id=?", (trial_id,))
         seeds = json.loads(row["seeds"])
         try:
-            preds = await ref
+            parts = [await ref for ref in refs]
+            preds = [p[i] for i in range(len(seeds)) for p in parts]  # seed-major, as recorded
             if row["kind"] == "control":
                 await self.scorer.record_control.remote(
                     row["parent"], [s for s in seeds for _ in range(2)], preds)
@@ -362,6 +365,10 @@ class TrialQueue:
             if type(cause).__name__ == "SandboxViolation":
                 await self.scorer.record_event.remote(row["agent"], trial_id, cause.event,
                                                       str(cause))
+            if row["kind"] == "control" and custom_methods.parse_id(row["method"]):
+                # agent-written code whose control failed, for whatever reason it gives, is
+                # unverified: a method can crash on purpose when it senses the control
+                await self.scorer.record_control_failed.remote(row["parent"], _error_text(e))
         finally:
             self.running.pop(trial_id, None)
             metrics.queue_length(sum(len(q) for q in self.pending.values()))

@@ -62,6 +62,7 @@ _DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet", ".arrow", ".feather", ".
 SYSTEM_READ = ("/proc/stat", "/proc/cpuinfo", "/proc/meminfo", "/sys/fs/cgroup",
                 "/sys/devices/system/cpu", "/usr/share/zoneinfo", "/dev/null", "/dev/urandom")
 EXIT_REPORT_FAILED = 70
+EXIT_VIOLATION = 75  # the launcher ends the child at its first violation (runner judges it)
 _active = False
 
 

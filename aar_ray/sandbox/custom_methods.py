@@ -1,6 +1,6 @@
 """Agents' own methods: Python source written through the `write_method` tool, stored in the
 agent's workspace and executed only inside the sandbox (`runner.run_sandboxed`: a fresh
-interpreter under Landlock and seccomp, with the audit hook inside).
+interpreter under bubblewrap, Landlock and a seccomp allow-list, with the audit hook inside).
 
 The agent's process only parses the source (`ast`, no execution); the trial worker runs it in
 `run_sandboxed`, where reading the campaign, the caches (teacher and ceiling outputs derive from
@@ -141,4 +141,5 @@ def run_any(cfg: CampaignConfig, campaign_dir: str | Path, method: str, params: 
     return run_sandboxed("aar_ray.sandbox.custom_methods:run_in_sandbox", source, custom[1],
                          params, list(inputs), cfg.student, cfg.finetune, limits=limits,
                          timeout_s=limits.cpu_seconds * 4 + 120,
-                         allow_weak=cfg.resources.sandbox_allow_weak)
+                         allow_weak=cfg.resources.sandbox_allow_weak,
+                         fallback=cfg.resources.sandbox_fallback)

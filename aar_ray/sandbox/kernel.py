@@ -17,10 +17,13 @@ import os
 from dataclasses import dataclass
 from functools import cache
 
+from aar_ray.sandbox import bwrap, syscalls
+
 # Syscall numbers of the Landlock calls are the same on every architecture (generic table).
 _CREATE_RULESET, _ADD_RULE, _RESTRICT_SELF = 444, 445, 446
 _PR_SET_NO_NEW_PRIVS, _PR_SET_PDEATHSIG = 38, 1
 _RULE_PATH_BENEATH = 1
+_PR_CAPBSET_DROP, _CAP_V3 = 24, 0x20080522
 # LANDLOCK_ACCESS_FS_*: execute, write_file, read_file, read_dir, remove_dir, remove_file,
 # make_char, make_dir, make_reg, make_sock, make_fifo, make_block, make_sym (bits 0-12, ABI 1),
 # refer (13, ABI 2), truncate (14, ABI 3), ioctl_dev (15, ABI 5).
@@ -34,16 +37,6 @@ WRITE = READ | WRITE_FILE | REMOVE_DIR | REMOVE_FILE | MAKE_DIR | MAKE_REG | MAK
 _NET_TCP = 0b11  # LANDLOCK_ACCESS_NET_BIND_TCP | CONNECT_TCP (ABI 4): no rule, so all denied
 _SCOPES = 0b11  # LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | SIGNAL (ABI 6)
 
-# seccomp: creating any socket fails with EPERM (a clear error, which the child reports as a
-# kernel denial); these kill the process outright: reading other processes, new programs,
-# kernel attack surface no method needs.
-_SECCOMP_EPERM = ("socket", "socketpair")
-_SECCOMP_KILL = ("ptrace", "process_vm_readv", "process_vm_writev", "execve", "execveat",
-                 "pidfd_getfd", "kcmp", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup",
-                 "unshare", "setns", "mount", "keyctl", "add_key", "request_key")
-_SCMP_ACT_ALLOW, _SCMP_ACT_KILL_PROCESS = 0x7FFF0000, 0x80000000
-_SCMP_ACT_ERRNO = 0x00050000
-_LIBSECCOMP = "libseccomp.so.2"  # Debian/Ubuntu libseccomp2: apt itself depends on it
 
 
 class IsolationError(RuntimeError):
@@ -56,6 +49,7 @@ class Layers:
 
     landlock_abi: int = 0
     seccomp: bool = False
+    bwrap: bool = False  # bubblewrap with user namespaces: the strong outer layer
 
     @property
     def strong(self) -> bool:
@@ -65,8 +59,8 @@ class Layers:
 
     def describe(self) -> str:
         parts = [f"Landlock ABI {self.landlock_abi}" if self.landlock_abi else "no Landlock",
-                 "seccomp" if self.seccomp else "no seccomp"]
-        return ", ".join(parts)
+                 "seccomp allow-list" if self.seccomp else "no seccomp"]
+        return ", ".join(["bubblewrap" if self.bwrap else "no bubblewrap", *parts])
 
 
 def _libc() -> ctypes.CDLL:
@@ -76,12 +70,9 @@ def _libc() -> ctypes.CDLL:
 @cache
 def detect() -> Layers:
     abi = _libc().syscall(_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
-    try:
-        ctypes.CDLL(_LIBSECCOMP)
-        seccomp = True
-    except OSError:
-        seccomp = False
-    return Layers(landlock_abi=max(abi, 0), seccomp=seccomp)
+    seccomp = syscalls.available()
+    return Layers(landlock_abi=max(abi, 0), seccomp=seccomp,
+                  bwrap=seccomp and not bwrap.usable())
 
 
 def die_with_parent() -> None:
@@ -140,26 +131,24 @@ def landlock(abi: int, read: list[str], list_only: list[str], write: list[str]) 
 
 
 def seccomp() -> None:
-    """Load the syscall filter (libseccomp resolves names for this architecture; calls from a
-    foreign ABI, e.g. i386 socketcall on x86_64, kill the process by libseccomp's default)."""
-    lib = ctypes.CDLL(_LIBSECCOMP, use_errno=True)
-    lib.seccomp_init.restype = ctypes.c_void_p
-    lib.seccomp_init.argtypes = [ctypes.c_uint32]
-    lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
-                                     ctypes.c_uint]
-    lib.seccomp_load.argtypes = lib.seccomp_release.argtypes = [ctypes.c_void_p]
-    ctx = lib.seccomp_init(_SCMP_ACT_ALLOW)
-    if not ctx:
-        raise IsolationError("seccomp_init failed")
     try:
-        for names, action in ((_SECCOMP_EPERM, _SCMP_ACT_ERRNO | errno.EPERM),
-                              (_SECCOMP_KILL, _SCMP_ACT_KILL_PROCESS)):
-            for name in names:
-                nr = lib.seccomp_syscall_resolve_name(name.encode())
-                if nr >= 0:  # a syscall this architecture lacks needs no rule
-                    if (rc := lib.seccomp_rule_add(ctx, action, nr, 0)) < 0:
-                        raise IsolationError(f"seccomp_rule_add {name}: {os.strerror(-rc)}")
-        if (rc := lib.seccomp_load(ctx)) < 0:  # sets no_new_privs itself
-            raise IsolationError(f"seccomp_load: {os.strerror(-rc)}")
-    finally:
-        lib.seccomp_release(ctx)
+        syscalls.load()
+    except syscalls.FilterError as exc:
+        raise IsolationError(str(exc)) from None
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+def drop_privileges() -> None:
+    """Where no user namespace did it (the fallback): no capability is left, in any set, and
+    no_new_privs (set by Landlock/seccomp) keeps an exec from regaining one. The uid stays: a
+    venv's interpreter may live under a root-only home; chmod/chown are off the allow-list, so
+    owning a file outside the grants gives no way to change it."""
+    libc = _libc()
+    for cap in range(64):  # the bounding set first: it needs CAP_SETPCAP, dropped next
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 and ctypes.get_errno() == errno.EINVAL:
+            break  # past the last capability this kernel knows
+    data = (ctypes.c_uint32 * 6)()  # two _user_cap_data: effective, permitted, inheritable
+    _check(libc.capset(ctypes.byref(_CapHeader(_CAP_V3, 0)), data), "capset")

@@ -14,6 +14,7 @@ import importlib.abc
 import json
 import os
 import pickle
+import resource
 import sys
 import textwrap
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import Any
 
 from aar_ray.sandbox import kernel
 from aar_ray.sandbox.audit_hook import (
+    EXIT_VIOLATION,
     SandboxViolation,
     enter_sandbox,
     load_untrusted_source,
@@ -48,10 +50,24 @@ class GrantedPackages(importlib.abc.MetaPathFinder):
             DistributionFinder.Context(name=getattr(context, "name", None), path=self.sites))
 
 
+# Processes (threads count: torch starts one per core), open files, bytes per written file.
+_NPROC, _NOFILE, _FSIZE = 512, 1024, 1 << 30
+_AS_PER_DATA = 8  # address space is reserved far beyond use (thread stacks); RLIMIT_DATA is tight
+
+
 def restrict(policy: dict[str, Any]) -> None:
     if policy["landlock_abi"]:
         kernel.landlock(policy["landlock_abi"], [*policy["read"], f"/proc/{os.getpid()}"],
                         policy["list_only"], policy["write"])
+    if policy["drop_caps"]:
+        kernel.drop_privileges()
+    for which, value in ((resource.RLIMIT_NPROC, _NPROC), (resource.RLIMIT_NOFILE, _NOFILE),
+                         (resource.RLIMIT_FSIZE, _FSIZE)) + (
+            ((resource.RLIMIT_AS, policy["memory_bytes"] * _AS_PER_DATA),)
+            if policy["memory_bytes"] else ()):
+        hard = resource.getrlimit(which)[1]
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(which, (value, value))
     if policy["seccomp"]:
         kernel.seccomp()
     sys.path[:] = [p for p in sys.path if os.path.realpath(p) not in policy["list_only"]]
@@ -73,11 +89,20 @@ def _kernel_denied(exc: BaseException) -> bool:
 
 
 def call(send: Callable[..., None], fn_path: str, args: tuple[Any, ...], limits: Any) -> None:
-    check = raise_if_violated  # bound before the agent can rebind the module attribute
+    check, exit_ = raise_if_violated, os._exit  # bound before the agent can rebind them
+
+    def violated(event: str, detail: str) -> None:
+        """Report, then end: the exit status is the verdict, which no frame the agent's code
+        forges on the pipe (e.g. one whose length swallows this report) can undo."""
+        try:
+            send("violation", event, detail)
+        finally:
+            exit_(EXIT_VIOLATION)
+
     try:
         module, _, attr = fn_path.partition(":")
         fn = getattr(importlib.import_module(module), attr)
-        enter_sandbox(limits, on_violation=lambda e, d: send("violation", e, d))
+        enter_sandbox(limits, on_violation=violated)
         result = fn(*args)
         check()
         send("ok", result)

@@ -32,9 +32,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from aar_ray.sandbox import kernel
+from aar_ray.sandbox import bwrap, kernel, syscalls
 from aar_ray.sandbox.audit_hook import (
     EXIT_REPORT_FAILED,
+    EXIT_VIOLATION,
     SYSTEM_READ,
     SandboxedCallError,
     SandboxLimits,
@@ -142,24 +143,49 @@ def read_allowlist() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
             "/usr/lib64", "/etc/ld.so.cache", *SYSTEM_READ,
             # metadata only (importlib.metadata lookups by libraries); and the single-file
             # modules' bytecode cache
-            *(os.path.join(s, e) for s in sites for e in os.listdir(s)
-              if e.endswith((".dist-info", ".egg-info")) or e == "__pycache__")]
+            *_granted_metadata(sites, modules),
+            # a venv's interpreter finds its prefix by pyvenv.cfg; aar_ray's editable install
+            *_venv_files(), *(os.path.join(s, e) for s in sites for e in os.listdir(s)
+                              if e.startswith("__editable__") and "aar_ray" in e)]
     return tuple(read), tuple(sites), (*modules, "aar_ray")
 
 
+def _granted_metadata(sites: list[str], modules: tuple[str, ...]) -> list[str]:
+    """dist-info of the granted distributions only: another's RECORD names its data files."""
+    names = {re.sub(r"[-_.]+", "_", m).lower() for m in modules} | {"aar_ray"}
+    for name in PACKAGES:
+        names.add(re.sub(r"[-_.]+", "_", name).lower())
+    return [os.path.join(s, e) for s in sites for e in os.listdir(s)
+            if e.endswith((".dist-info", ".egg-info"))
+            and re.sub(r"[-_.]+", "_", e.split("-")[0]).lower() in names]
+
+
+def _venv_files() -> list[str]:
+    cfg = os.path.join(sys.prefix, "pyvenv.cfg")
+    return [sys.executable, cfg] if os.path.exists(cfg) else []
+
+
 def child_env(tmp: str) -> dict[str, str]:
+    """`tmp`: the child's private dir as the child sees it."""
     env = {"HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8", "USER": "sandbox"}
     return env | {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
 
 
-def policy(layers: kernel.Layers, tmp: str) -> dict[str, Any]:
+def policy(layers: kernel.Layers, tmp: str, limits: SandboxLimits) -> dict[str, Any]:
     read, list_only, modules = read_allowlist()
     return {"landlock_abi": layers.landlock_abi, "seccomp": layers.seccomp, "read": read,
-            "list_only": list_only, "write": [tmp, "/dev/null"], "modules": modules}
+            "list_only": list_only, "write": [tmp, "/dev/null"], "modules": modules,
+            "drop_caps": layers.strong and not layers.bwrap, "memory_bytes": limits.memory_bytes}
 
 
-def require_isolation(allow_weak: bool, layers: kernel.Layers | None = None) -> kernel.Layers:
+def require_isolation(allow_weak: bool, layers: kernel.Layers | None = None,
+                      fallback: str = "landlock") -> kernel.Layers:
+    """The layers a custom method gets here; refuses, in one line, what the config forbids."""
     layers = kernel.detect() if layers is None else layers
+    if not layers.bwrap and fallback == "refuse":
+        raise IsolationUnavailable(
+            f"agents' methods need bubblewrap with user namespaces ({bwrap.usable() or 'off'}) "
+            f"and resources.sandbox_fallback is 'refuse'; see docs/clusters.md")
     if not layers.strong and not allow_weak:
         raise IsolationUnavailable(
             f"agents' methods need kernel isolation (Landlock and seccomp); this node has "
@@ -170,42 +196,73 @@ def require_isolation(allow_weak: bool, layers: kernel.Layers | None = None) -> 
 
 def run_sandboxed(fn_path: str, *args: Any, limits: SandboxLimits | None = None,
                   timeout_s: float = 3600.0, allow_weak: bool = False,
-                  layers: kernel.Layers | None = None) -> Any:
+                  layers: kernel.Layers | None = None, fallback: str = "landlock") -> Any:
     """Call "module:function"(*args) (a function of aar_ray) in a fresh isolated child. Any
     violation the child reports fails the call, even one the agent caught. Results must be
     builtins/numpy (restricted unpickling). `layers` overrides detection (tests, bench)."""
-    layers = require_isolation(allow_weak, layers)
+    layers = require_isolation(allow_weak, layers, fallback)
+    limits = limits or SandboxLimits()
     tmp = tempfile.mkdtemp(prefix="aar-sandbox-")
+    inner_tmp = bwrap.SANDBOX_TMP if layers.bwrap else tmp
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
     errlog = tempfile.TemporaryFile()  # launcher crashes (before its pipe works) land here
+    fds, prefix = [in_r, out_w], []
+    if layers.bwrap:
+        fds.append(syscalls.export_bpf())
+        prefix = bwrap.argv(read_allowlist()[0], fds[-1])
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-m", "aar_ray.sandbox.launcher", str(in_r), str(out_w)],
-            pass_fds=(in_r, out_w), close_fds=True, env=child_env(tmp), cwd=tmp,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errlog)
+            [*prefix, sys.executable, "-I", "-m", "aar_ray.sandbox.launcher", str(in_r),
+             str(out_w)], pass_fds=fds, close_fds=True, env=child_env(inner_tmp), cwd=tmp,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errlog,
+            start_new_session=True)
     finally:
-        os.close(in_r)
-        os.close(out_w)
-    payload = [json.dumps(policy(layers, tmp)).encode(),
-               pickle.dumps((fn_path, args, limits or SandboxLimits()), protocol=5)]
+        for fd in fds:
+            os.close(fd)
+    payload = [json.dumps(policy(layers, inner_tmp, limits)).encode(),
+               pickle.dumps((fn_path, args, limits), protocol=5)]
     threading.Thread(target=_feed, args=(in_w, payload), daemon=True).start()
+    reported: list = []
     try:
-        reported, final = _collect(proc, out_r, timeout_s, fn_path)
+        final = _collect(proc, out_r, timeout_s, fn_path, reported)
     finally:
         os.close(out_r)
-        if proc.poll() is None:
+        try:  # the pipe closed as the child exits; bwrap then reaps its namespace
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             proc.kill()
-        proc.wait()
+            proc.wait()
+        _kill_session(proc.pid)
         shutil.rmtree(tmp, ignore_errors=True)
+    return _judge(proc.returncode, reported, final, errlog)
+
+
+def _kill_session(sid: int) -> None:
+    """The fallback has no pid namespace: forks that left the child's session still die
+    (a new session of their own escapes this; RLIMIT_NPROC bounds how many)."""
+    try:
+        os.killpg(sid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _judge(code: int, reported: list, final: tuple | None, errlog: Any) -> Any:
+    """From what the child cannot forge first: its exit status and signal. Its frames can be
+    forged by its own code, so they only ever add violations, never clear them."""
+    if code == EXIT_VIOLATION:
+        event, detail = reported[0] if reported else ("report-channel", "details not received")
+        raise SandboxViolation(event, detail)
     if reported:
         raise SandboxViolation(*reported[0])
-    if final is None:
-        code = proc.returncode
-        if code == -signal.SIGSYS:
+    if final == ("corrupt",):
+        raise SandboxViolation("report-channel", "the child's result channel was corrupted")
+    if final is None or code != 0:
+        sig = -code if code < 0 else code - 128 if code > 128 else 0  # bwrap: 128 + signal
+        if sig == signal.SIGSYS:
             raise SandboxViolation("seccomp", "child killed for a forbidden system call")
-        if code in (-signal.SIGXCPU, -signal.SIGKILL):
-            raise SandboxViolation("resource-limit", f"child killed by signal {-code}")
+        if sig in (signal.SIGXCPU, signal.SIGKILL):
+            raise SandboxViolation("resource-limit", f"child killed by signal {sig}")
         if code == EXIT_REPORT_FAILED:
             raise SandboxViolation("report-channel", "child lost its violation channel")
         errlog.seek(0)
@@ -231,9 +288,9 @@ def _feed(fd: int, frames: list[bytes]) -> None:
         os.close(fd)
 
 
-def _collect(proc: subprocess.Popen, fd: int, timeout_s: float, fn_path: str
-             ) -> tuple[list[tuple[str, str]], tuple | None]:
-    reported, final, deadline = [], None, time.monotonic() + timeout_s
+def _collect(proc: subprocess.Popen, fd: int, timeout_s: float, fn_path: str,
+             reported: list) -> tuple | None:
+    final, deadline = None, time.monotonic() + timeout_s
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -241,10 +298,16 @@ def _collect(proc: subprocess.Popen, fd: int, timeout_s: float, fn_path: str
             raise SandboxViolation("timeout", f"{fn_path} exceeded {timeout_s}s wall clock")
         if not select.select([fd], [], [], min(left, 1.0))[0]:
             continue
-        data = read_frame(fd)
-        if data is None:
-            return reported, final
-        msg = _ResultUnpickler(io.BytesIO(data)).load()
+        try:
+            data = read_frame(fd)
+            if data is None:
+                return final
+            msg = _ResultUnpickler(io.BytesIO(data)).load()
+        except (SandboxedCallError, pickle.UnpicklingError, EOFError, ValueError, TypeError,
+                IndexError, AttributeError):
+            return ("corrupt",)
+        if not isinstance(msg, tuple) or not msg:
+            return ("corrupt",)
         if msg[0] == "violation":
             reported.append(msg[1:])
         else:

@@ -11,7 +11,9 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -251,13 +253,18 @@ class TrialResult:
                 "pgr": dict(zip(("mean", "se", "ci_lo", "ci_hi"), finite, strict=True))}
 
 
-def run_trial(cfg: TrialConfig, cache_dir: Path | None = None) -> TrialResult:
-    """A whole trial in one trusted process (the CLI's `aar trial`): every seed end to end."""
-    make_method(cfg.method, cfg.params, cfg.student.mode)  # fail before loading anything
+def run_trial(cfg: TrialConfig, cache_dir: Path | None = None,
+              predict: Callable[[StudentInputs], np.ndarray] | None = None) -> TrialResult:
+    """A whole trial in one trusted process (the CLI's `aar trial`): every seed end to end.
+    `predict` replaces the built-in method (`aar trial --method-file`: a sandboxed one)."""
+    if predict is None:
+        make_method(cfg.method, cfg.params, cfg.student.mode)  # fail before loading anything
+        predict = partial(run_method, cfg.method, cfg.params, student=cfg.student,
+                          finetune=cfg.finetune)
     s = Setting.load(cfg.setting, cache_dir, cfg.finetune)
     preds, correct = {}, {}
     for seed in cfg.seeds:
         inputs = student_inputs(s, seed, cfg.student.mode)
-        preds[seed] = run_method(cfg.method, cfg.params, inputs, cfg.student, cfg.finetune)
+        preds[seed] = predict(inputs)
         correct[seed] = seed_correct(s, seed, preds[seed], cfg.student, cfg.finetune)
     return TrialResult(cfg, preds, correct)
