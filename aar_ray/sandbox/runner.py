@@ -7,7 +7,8 @@ private temp dir; inputs arrive on one pipe, results leave on another, decoded h
 restricted unpickler. Before it reads its inputs the launcher applies the kernel layers this
 supervisor detected: Landlock (read only the interpreter, the stdlib, system libraries and the
 packages in `PACKAGES`; write only the temp dir; no TCP; no signals or abstract sockets outside)
-and seccomp (no sockets, ptrace, process_vm_*, exec). The audit hook stays inside as a second
+and the seccomp allow-list (`syscalls`), inside bubblewrap (`bwrap`) where user namespaces
+exist; the verdict comes from the exit status first (`_judge`). The audit hook stays inside as a
 layer that names what was attempted. Where the kernel offers no such boundary, custom methods
 are refused unless the caller allows the weak mode (audit hook and a clean process only)."""
 from __future__ import annotations
