@@ -76,7 +76,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
     cfg = trial_config(args)
     if args.method_file:
-        from aar_ray.sandbox import method_file
+        from aar_ray.lab import method_file
 
         out = method_file.trial(args.config, cfg, args.method_file)
         if out["status"] == "error":  # the agent's view of its trial, nothing more

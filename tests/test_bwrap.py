@@ -19,7 +19,8 @@ import zlib
 import pytest
 
 from aar_ray.cli import build_parser, trial_config
-from aar_ray.sandbox import kernel, method_file
+from aar_ray.lab import method_file
+from aar_ray.sandbox import kernel
 
 LAYERS = kernel.detect()
 pytestmark = pytest.mark.skipif(not LAYERS.bwrap, reason=f"kernel offers {LAYERS.describe()}")

@@ -286,9 +286,7 @@ class TrialQueue:
         # a finetune trial's CPUs are held by its Ray Train workers, not by this task
         cpus = 0 if self.cfg.student.mode == "finetune" else res.cpus_per_trial
         seeds = json.loads(row["seeds"])
-        # the control runs each shuffle as a call of its own, with the trial's seeds once each:
-        # its inputs look like a normal trial's, so a method cannot tell it is being checked
-        shuffles = (0, 1) if row["kind"] == "control" else (None,)
+        shuffles = (0, 1) if row["kind"] == "control" else (None,)  # a call each: no repeats
         calls = [[self._input(s, r) for s in seeds] for r in shuffles]
         # no Ray retries (an out-of-memory kill is the trial's error); see `_rerun`
         opts = {"num_cpus": cpus, "num_gpus": res.gpus_per_trial, "max_retries": 0,
@@ -302,9 +300,8 @@ class TrialQueue:
                 self._fail(trial_id, "the method's source changed after the trial was queued; "
                                      "run a new trial")
                 return
-        refs = [execute_trial.options(**opts).remote(self.cfg, self.dir, row["method"],
-                                                     json.loads(row["params"]), source, *call)
-                for call in calls]
+        refs = [execute_trial.options(**opts).remote(self.cfg, self.dir, row["method"], json.loads(
+            row["params"]), source, *c) for c in calls]
         self.running[trial_id] = asyncio.get_running_loop().create_task(
             self._finish(trial_id, refs))
         self.store.execute("UPDATE trials SET status='running', started=? WHERE trial_id=?",
@@ -334,8 +331,7 @@ class TrialQueue:
                 pass
 
     async def _finish(self, trial_id: str, refs: list[ray.ObjectRef]) -> None:
-        """Await one trial (one task per shuffle of a control, else one), send its
-        predictions to the scorer."""
+        """Await a trial's tasks (a control: one per shuffle), send predictions to the scorer."""
         row = self.store.one("SELECT * FROM trials WHERE trial_id=?", (trial_id,))
         seeds = json.loads(row["seeds"])
         try:
@@ -359,16 +355,14 @@ class TrialQueue:
         except Exception as e:  # any failure is the asking agent's error result
             if isinstance(e, LOST) and self._rerun(row):
                 return
-            self._fail(trial_id, _error_text(e))
+            self._fail(trial_id, error_text(e))
             metrics.trial_finished(row["agent"], row["method"], "error")
             cause = getattr(e, "cause", None) or e
             if type(cause).__name__ == "SandboxViolation":
                 await self.scorer.record_event.remote(row["agent"], trial_id, cause.event,
                                                       str(cause))
             if row["kind"] == "control" and custom_methods.parse_id(row["method"]):
-                # agent-written code whose control failed, for whatever reason it gives, is
-                # unverified: a method can crash on purpose when it senses the control
-                await self.scorer.record_control_failed.remote(row["parent"], _error_text(e))
+                await self.scorer.record_control_failed.remote(row["parent"], error_text(e))
         finally:
             self.running.pop(trial_id, None)
             metrics.queue_length(sum(len(q) for q in self.pending.values()))
@@ -395,10 +389,9 @@ class TrialQueue:
                                 trial, direction, scores)
 
 
-def _error_text(e: BaseException) -> str:
-    """The root cause's type and message (with the sandboxed child's traceback, if any),
-    without Ray's wrapping: kept whole in trials.sqlite for people; agents see only
-    `integrity.agent_error` of it."""
+def error_text(e: BaseException) -> str:
+    """The root cause's type and message (and the sandboxed child's traceback), without Ray's
+    wrapping: kept whole in trials.sqlite; agents see only `integrity.agent_error` of it."""
     cause = getattr(e, "cause", None) or e
     text = f"{type(cause).__name__}: {cause}".strip()
     if isinstance(cause, MemoryError) or "OutOfMemory" in type(e).__name__:

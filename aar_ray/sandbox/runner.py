@@ -7,7 +7,8 @@ private temp dir; inputs arrive on one pipe, results leave on another, decoded h
 restricted unpickler. Before it reads its inputs the launcher applies the kernel layers this
 supervisor detected: Landlock (read only the interpreter, the stdlib, system libraries and the
 packages in `PACKAGES`; write only the temp dir; no TCP; no signals or abstract sockets outside)
-and seccomp (no sockets, ptrace, process_vm_*, exec). The audit hook stays inside as a second
+and the seccomp allow-list (`syscalls`), inside bubblewrap (`bwrap`) where user namespaces
+exist; the verdict comes from the exit status first (`_judge`). The audit hook stays inside as a
 layer that names what was attempted. Where the kernel offers no such boundary, custom methods
 are refused unless the caller allows the weak mode (audit hook and a clean process only)."""
 from __future__ import annotations
@@ -303,8 +304,10 @@ def _collect(proc: subprocess.Popen, fd: int, timeout_s: float, fn_path: str,
             if data is None:
                 return final
             msg = _ResultUnpickler(io.BytesIO(data)).load()
+        except ForbiddenResult:
+            raise  # a result of a type the parent will not decode: the method's error
         except (SandboxedCallError, pickle.UnpicklingError, EOFError, ValueError, TypeError,
-                IndexError, AttributeError):
+                IndexError, AttributeError):  # framing the child's code broke or forged
             return ("corrupt",)
         if not isinstance(msg, tuple) or not msg:
             return ("corrupt",)
@@ -322,10 +325,14 @@ _SAFE_GLOBALS = frozenset(
        ("collections", "OrderedDict")])
 
 
+class ForbiddenResult(pickle.UnpicklingError):
+    """The result holds a type outside `_SAFE_GLOBALS`."""
+
+
 class _ResultUnpickler(pickle.Unpickler):
     # The child runs agent code, so its bytes are hostile: a plain unpickle would run arbitrary
     # callables in the unsandboxed supervisor.
     def find_class(self, module: str, name: str) -> Any:
         if (module.replace("__builtin__", "builtins"), name) not in _SAFE_GLOBALS:
-            raise pickle.UnpicklingError(f"sandboxed result may not contain {module}.{name}")
+            raise ForbiddenResult(f"sandboxed result may not contain {module}.{name}")
         return super().find_class(module, name)

@@ -21,7 +21,7 @@ def trial(config_path: str, cfg: Any, path: str) -> dict[str, Any]:
     "event": <sandbox event or None>}. `cfg` is `aar trial`'s TrialConfig."""
     from aar_ray.config import load_campaign
     from aar_ray.lab.integrity import agent_error
-    from aar_ray.lab.trials import _error_text
+    from aar_ray.lab.trials import error_text
     from aar_ray.w2s.methods import METHODS
     from aar_ray.w2s.trial import run_trial
 
@@ -37,6 +37,6 @@ def trial(config_path: str, cfg: Any, path: str) -> dict[str, Any]:
         try:
             summary = run_trial(cfg, predict=predict).summary()
         except Exception as e:  # what the trial queue records; the agent sees agent_error
-            return {"status": "error", "error": agent_error(_error_text(e)),
+            return {"status": "error", "error": agent_error(error_text(e)),
                     "event": getattr(e, "event", None)}
     return {"status": "done", "summary": {**summary, "method": method}}
