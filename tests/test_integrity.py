@@ -35,10 +35,14 @@ def test_redteam_attacks_are_all_blocked_or_flagged(small_setting, fast_student,
     prober = next(r for n, r in rows.items() if n.startswith("prober"))
     private = float(prober["labels_recovered"].split("private ")[1].split(" ")[0])
     assert private <= 0.55
-    for attack in ("method reads the packaged label file", "method calls subprocess",
-                   "method opens a socket", "method uses ctypes",
-                   "method reads the scorer's database"):
-        assert "SandboxViolation" in rows[attack]["detail"]
+    # blocked by the sandbox, not by an unrelated failure: the audit hook's refusal, or (under
+    # bubblewrap) the file is not in the method's mount namespace at all
+    absent = ("SandboxViolation", "PackageNotFoundError", "FileNotFoundError", "No such file",
+              "unable to open database")
+    for attack in ("method reads the packaged label file", "method reads the scorer's database"):
+        assert any(a in rows[attack]["detail"] for a in absent), rows[attack]
+    for attack in ("method calls subprocess", "method opens a socket", "method uses ctypes"):
+        assert "SandboxViolation" in rows[attack]["detail"], rows[attack]
     assert "near_duplicate" in rows["integrity events recorded"]["detail"]
 
 

@@ -15,7 +15,9 @@ import subprocess
 from functools import cache
 
 NOBODY = 65534
-SANDBOX_TMP = "/tmp"  # the tmpfs inside the mount namespace: cwd, HOME and TMPDIR
+# The scratch tmpfs: cwd, HOME and TMPDIR. Not /tmp: a venv under /tmp (a CI clone) would then
+# sit in a writable tmpfs, and a method could drop a .pth beside the bound packages.
+SANDBOX_TMP = "/var/tmp"
 
 
 @cache
