@@ -4,7 +4,7 @@ The launcher runs as uid/gid 65534 with no capabilities and no_new_privs, in new
 ipc, uts and cgroup namespaces, in a new session, killed with its parent. Its mount namespace
 holds only read-only binds of what `runner.read_allowlist()` names (the interpreter, the stdlib,
 system libraries, the granted packages and their metadata, aar_ray's code), a private /proc,
-a minimal /dev and a tmpfs /tmp: no campaign, cache, data-set package, ~/.ray or /tmp/ray. When
+a minimal /dev and a tmpfs /var/tmp: no campaign, cache, data-set package, ~/.ray or /tmp/ray. When
 the launcher (bwrap's only child) exits, the pid namespace dies and every fork with it. The
 seccomp allow-list is loaded by bwrap itself as BPF before it execs the launcher."""
 from __future__ import annotations
