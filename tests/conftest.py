@@ -66,3 +66,4 @@ def cluster():
             yield c
     except RuntimeError as e:
         pytest.fail(str(e))
+

@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import socket
-import subprocess
-import sysconfig
 import textwrap
 import time
 import uuid
-import zlib
 
 import pytest
 
 from aar_ray.cli import build_parser, trial_config
 from aar_ray.lab import method_file
 from aar_ray.sandbox import kernel
+from aar_ray.sandbox.redteam_kit import MEMFD_LOAD, NoCompiler, build_native
 
 LAYERS = kernel.detect()
 pytestmark = pytest.mark.skipif(not LAYERS.bwrap, reason=f"kernel offers {LAYERS.describe()}")
@@ -92,13 +89,10 @@ PyMODINIT_FUNC PyInit_evil(void) { return PyModule_Create(&D); }
 
 @pytest.fixture(scope="module")
 def evil_so(tmp_path_factory) -> bytes:
-    if shutil.which("gcc") is None:
-        pytest.skip("no gcc to build the native module")
-    d = tmp_path_factory.mktemp("evil")
-    (d / "evil.c").write_text(EVIL_C)
-    subprocess.run(["gcc", "-shared", "-fPIC", "-Os", "-s", f"-I{sysconfig.get_paths()['include']}",
-                    str(d / "evil.c"), "-o", str(d / "evil.so")], check=True)
-    return zlib.compress((d / "evil.so").read_bytes(), 9)
+    try:
+        return build_native("evil", EVIL_C, tmp_path_factory.mktemp("evil"))
+    except NoCompiler as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.mark.parametrize("which", ["reboot", "sethostname", "chmod", "chown", "shmget"])
@@ -111,13 +105,9 @@ def test_native_syscalls_from_a_memfd_module_are_refused(tmp_path, cache_dir, mo
     out = trial(tmp_path, cache_dir, monkeypatch, f'''
         SO = {base64.b64encode(evil_so)!r}
         VICTIM = {str(victim)!r}
+        {textwrap.indent(MEMFD_LOAD, " " * 8).strip()}
         def attack():
-            import base64, importlib.machinery, importlib.util, zlib
-            fd = os.memfd_create("m", 0)
-            os.write(fd, zlib.decompress(base64.b64decode(SO)))
-            loader = importlib.machinery.ExtensionFileLoader("evil", f"/proc/self/fd/{{fd}}")
-            spec = importlib.util.spec_from_file_location("evil", loader.path, loader=loader)
-            evil = importlib.util.module_from_spec(spec)
+            evil = load("evil", SO)
             ret, err = evil.op({["reboot", "sethostname", "chmod", "chown", "shmget"].index(which)},
                                VICTIM)
             if ret < 0 and err in (1, 2, 13, 30):  # EPERM ENOENT EACCES EROFS: refused

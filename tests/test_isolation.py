@@ -272,7 +272,7 @@ BARE = "import json, sys\nfrom aar_ray.sandbox.launcher import restrict\n" \
 ])
 def test_kernel_layers_alone_block(tmp_path, attack, expect):
     code = BARE + attack.format(csv=CSV, ppid=os.getpid(), site=SITE)
-    pol = json.dumps(policy(LAYERS, str(tmp_path), SandboxLimits()))
+    pol = json.dumps(policy(LAYERS, str(tmp_path)))
     proc = subprocess.run([sys.executable, "-I", "-c", code, pol], env=child_env(str(tmp_path)),
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     if expect == "SIGSYS":

@@ -30,7 +30,7 @@ from aar_ray.sandbox.audit_hook import (
     load_untrusted_source,
     raise_if_violated,
 )
-from aar_ray.sandbox.runner import read_frame, write_frame
+from aar_ray.sandbox.wire import read_frame, write_frame
 
 
 class GrantedPackages(importlib.abc.MetaPathFinder):
@@ -57,21 +57,25 @@ _AS_PER_DATA = 8  # address space is reserved far beyond use (thread stacks); RL
 
 def restrict(policy: dict[str, Any]) -> None:
     if policy["landlock_abi"]:
-        kernel.landlock(policy["landlock_abi"], [*policy["read"], f"/proc/{os.getpid()}"],
+        # under bubblewrap /proc is the sandbox's own; otherwise only this process's entry
+        proc = "/proc" if policy["bwrap"] else f"/proc/{os.getpid()}"
+        kernel.landlock(policy["landlock_abi"], [*policy["read"], proc],
                         policy["list_only"], policy["write"])
     if policy["drop_caps"]:
         kernel.drop_privileges()
     for which, value in ((resource.RLIMIT_NPROC, _NPROC), (resource.RLIMIT_NOFILE, _NOFILE),
-                         (resource.RLIMIT_FSIZE, _FSIZE)) + (
-            ((resource.RLIMIT_AS, policy["memory_bytes"] * _AS_PER_DATA),)
-            if policy["memory_bytes"] else ()):
-        hard = resource.getrlimit(which)[1]
-        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-        resource.setrlimit(which, (value, value))
+                         (resource.RLIMIT_FSIZE, _FSIZE)):
+        _limit(which, value)
     if policy["seccomp"]:
         kernel.seccomp()
     sys.path[:] = [p for p in sys.path if os.path.realpath(p) not in policy["list_only"]]
     sys.meta_path.append(GrantedPackages(policy["list_only"], policy["modules"]))
+
+
+def _limit(which: int, value: int) -> None:
+    hard = resource.getrlimit(which)[1]
+    value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+    resource.setrlimit(which, (value, value))
 
 
 def run_main(source: str, *args: Any) -> Any:
@@ -100,6 +104,8 @@ def call(send: Callable[..., None], fn_path: str, args: tuple[Any, ...], limits:
             exit_(EXIT_VIOLATION)
 
     try:
+        if limits.memory_bytes:  # per call: a fork server's children differ in limits
+            _limit(resource.RLIMIT_AS, limits.memory_bytes * _AS_PER_DATA)
         module, _, attr = fn_path.partition(":")
         fn = getattr(importlib.import_module(module), attr)
         enter_sandbox(limits, on_violation=violated)

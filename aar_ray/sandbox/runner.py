@@ -1,39 +1,36 @@
-"""Supervisor side: run "module:function"(*args) in a fresh, kernel-isolated interpreter.
+"""Supervisor side: run "module:function"(*args) in a fresh, kernel-isolated child.
 
-The child is a new program (fork+exec of `python -I -m aar_ray.sandbox.launcher`), not a fork or
-an mp-spawn of the caller: it inherits no Ray module, socket, file descriptor or environment
-variable of a Ray worker. Its environment is `ENV_ALLOWED` only, its cwd, HOME and TMPDIR a
-private temp dir; inputs arrive on one pipe, results leave on another, decoded here with a
-restricted unpickler. Before it reads its inputs the launcher applies the kernel layers this
-supervisor detected: Landlock (read only the interpreter, the stdlib, system libraries and the
-packages in `PACKAGES`; write only the temp dir; no TCP; no signals or abstract sockets outside)
-and the seccomp allow-list (`syscalls`), inside bubblewrap (`bwrap`) where user namespaces
-exist; the verdict comes from the exit status first (`_judge`). The audit hook stays inside as a
+The child descends from a new program (`python -I -m aar_ray.sandbox.forkserver` under
+bubblewrap, or `... launcher` under the fallback), never from the caller: it inherits no Ray
+module, socket, file descriptor or environment variable of a Ray worker. Its environment is
+`ENV_ALLOWED` only, its cwd, HOME and TMPDIR a private temp dir; results leave on a pipe,
+decoded here with a restricted unpickler (`wire`). Before it reads its inputs the program
+applies the kernel layers this supervisor detected: Landlock (read only the interpreter, the
+stdlib, system libraries and the packages in `PACKAGES`; write only the temp dir; no TCP; no
+signals or abstract sockets outside) and the seccomp allow-list (`syscalls`), inside
+bubblewrap (`bwrap`, `pool`) where user namespaces exist; the verdict comes from the exit
+status first (`_judge`). The audit hook stays inside as a
 layer that names what was attempted. Where the kernel offers no such boundary, custom methods
 are refused unless the caller allows the weak mode (audit hook and a clean process only)."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
 import re
-import select
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import threading
-import time
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from aar_ray.sandbox import bwrap, kernel, syscalls
+from aar_ray.sandbox import bwrap, kernel, pool
 from aar_ray.sandbox.audit_hook import (
     EXIT_REPORT_FAILED,
     EXIT_VIOLATION,
@@ -42,6 +39,7 @@ from aar_ray.sandbox.audit_hook import (
     SandboxLimits,
     SandboxViolation,
 )
+from aar_ray.sandbox.wire import collect, write_frame
 
 # The scientific stack the method path imports (aar_ray.w2s: numpy, scipy via pgr, sklearn,
 # torch, pyarrow via features, yaml via config), with their requirements. Nothing else in
@@ -51,43 +49,10 @@ PACKAGES = ("numpy", "scipy", "scikit-learn", "torch", "pyarrow", "PyYAML")
 # Ray sizes a worker's thread pools by its CPUs; the method gets the same.
 _PASS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 ENV_ALLOWED = ("HOME", "TMPDIR", "LANG", "USER", *_PASS_ENV)
-_FRAME = struct.Struct(">Q")
-MAX_MESSAGE = 256 << 20  # the child's bytes are hostile: bound what the supervisor buffers
 
 
 class IsolationUnavailable(RuntimeError):
     """No kernel boundary here and the config does not allow the weak mode."""
-
-
-def write_frame(fd: int, data: bytes) -> None:
-    view = memoryview(_FRAME.pack(len(data)) + data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def read_frame(fd: int, limit: int = MAX_MESSAGE) -> bytes | None:
-    """One length-prefixed message; None at end of stream."""
-    head = _read_exact(fd, _FRAME.size)
-    if head is None:
-        return None
-    (size,) = _FRAME.unpack(head)
-    if size > limit:
-        raise SandboxedCallError(f"sandboxed child sent a {size}-byte message; limit {limit}")
-    body = _read_exact(fd, size)
-    if body is None:
-        raise SandboxedCallError("sandboxed child closed its pipe mid-message")
-    return body
-
-
-def _read_exact(fd: int, n: int) -> bytes | None:
-    parts, got = [], 0
-    while got < n:
-        chunk = os.read(fd, min(n - got, 1 << 20))
-        if not chunk:
-            return None
-        parts.append(chunk)
-        got += len(chunk)
-    return b"".join(parts)
 
 
 def _stdlib_paths() -> list[str]:
@@ -172,11 +137,11 @@ def child_env(tmp: str) -> dict[str, str]:
     return env | {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
 
 
-def policy(layers: kernel.Layers, tmp: str, limits: SandboxLimits) -> dict[str, Any]:
+def policy(layers: kernel.Layers, tmp: str) -> dict[str, Any]:
     read, list_only, modules = read_allowlist()
     return {"landlock_abi": layers.landlock_abi, "seccomp": layers.seccomp, "read": read,
             "list_only": list_only, "write": [tmp, "/dev/null"], "modules": modules,
-            "drop_caps": layers.strong and not layers.bwrap, "memory_bytes": limits.memory_bytes}
+            "drop_caps": layers.strong and not layers.bwrap, "bwrap": layers.bwrap}
 
 
 def require_isolation(allow_weak: bool, layers: kernel.Layers | None = None,
@@ -198,45 +163,47 @@ def require_isolation(allow_weak: bool, layers: kernel.Layers | None = None,
 def run_sandboxed(fn_path: str, *args: Any, limits: SandboxLimits | None = None,
                   timeout_s: float = 3600.0, allow_weak: bool = False,
                   layers: kernel.Layers | None = None, fallback: str = "landlock") -> Any:
-    """Call "module:function"(*args) (a function of aar_ray) in a fresh isolated child. Any
-    violation the child reports fails the call, even one the agent caught. Results must be
+    """Call "module:function"(*args) (a function of aar_ray) in a fresh isolated child: a fork
+    of this process's warm bubblewrap server (`pool`), or under the fallback a new interpreter.
+    Any violation the child reports fails the call, even one the agent caught. Results must be
     builtins/numpy (restricted unpickling). `layers` overrides detection (tests, bench)."""
     layers = require_isolation(allow_weak, layers, fallback)
     limits = limits or SandboxLimits()
+    call = pickle.dumps((fn_path, args, limits), protocol=5)
+    if layers.bwrap:
+        code, reported, final, tail = pool.run(
+            policy(layers, bwrap.SANDBOX_TMP), child_env(bwrap.SANDBOX_TMP), call,
+            timeout_s, fn_path)
+        return _judge(code, reported, final, tail)
     tmp = tempfile.mkdtemp(prefix="aar-sandbox-")
-    inner_tmp = bwrap.SANDBOX_TMP if layers.bwrap else tmp
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
     errlog = tempfile.TemporaryFile()  # launcher crashes (before its pipe works) land here
-    fds, prefix = [in_r, out_w], []
-    if layers.bwrap:
-        fds.append(syscalls.export_bpf())
-        prefix = bwrap.argv(read_allowlist()[0], fds[-1])
     try:
         proc = subprocess.Popen(
-            [*prefix, sys.executable, "-I", "-m", "aar_ray.sandbox.launcher", str(in_r),
-             str(out_w)], pass_fds=fds, close_fds=True, env=child_env(inner_tmp), cwd=tmp,
+            [sys.executable, "-I", "-m", "aar_ray.sandbox.launcher", str(in_r), str(out_w)],
+            pass_fds=[in_r, out_w], close_fds=True, env=child_env(tmp), cwd=tmp,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errlog,
             start_new_session=True)
     finally:
-        for fd in fds:
-            os.close(fd)
-    payload = [json.dumps(policy(layers, inner_tmp, limits)).encode(),
-               pickle.dumps((fn_path, args, limits), protocol=5)]
+        os.close(in_r)
+        os.close(out_w)
+    payload = [json.dumps(policy(layers, tmp)).encode(), call]
     threading.Thread(target=_feed, args=(in_w, payload), daemon=True).start()
     reported: list = []
     try:
-        final = _collect(proc, out_r, timeout_s, fn_path, reported)
+        final = collect(out_r, timeout_s, fn_path, reported, proc.kill)
     finally:
         os.close(out_r)
-        try:  # the pipe closed as the child exits; bwrap then reaps its namespace
+        try:  # the pipe closed as the child exits
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
         _kill_session(proc.pid)
         shutil.rmtree(tmp, ignore_errors=True)
-    return _judge(proc.returncode, reported, final, errlog)
+    errlog.seek(0)
+    return _judge(proc.returncode, reported, final, errlog.read().decode(errors="replace")[-4000:])
 
 
 def _kill_session(sid: int) -> None:
@@ -248,7 +215,7 @@ def _kill_session(sid: int) -> None:
         pass
 
 
-def _judge(code: int, reported: list, final: tuple | None, errlog: Any) -> Any:
+def _judge(code: int, reported: list, final: tuple | None, tail: str) -> Any:
     """From what the child cannot forge first: its exit status and signal. Its frames can be
     forged by its own code, so they only ever add violations, never clear them."""
     if code == EXIT_VIOLATION:
@@ -259,15 +226,13 @@ def _judge(code: int, reported: list, final: tuple | None, errlog: Any) -> Any:
     if final == ("corrupt",):
         raise SandboxViolation("report-channel", "the child's result channel was corrupted")
     if final is None or code != 0:
-        sig = -code if code < 0 else code - 128 if code > 128 else 0  # bwrap: 128 + signal
+        sig = -code if code < 0 else 0
         if sig == signal.SIGSYS:
             raise SandboxViolation("seccomp", "child killed for a forbidden system call")
         if sig in (signal.SIGXCPU, signal.SIGKILL):
             raise SandboxViolation("resource-limit", f"child killed by signal {sig}")
         if code == EXIT_REPORT_FAILED:
             raise SandboxViolation("report-channel", "child lost its violation channel")
-        errlog.seek(0)
-        tail = errlog.read().decode(errors="replace")[-4000:]
         raise SandboxedCallError(f"sandboxed child exited with code {code} and no result"
                                  + (f"\n{tail}" if tail else ""))
     if final[0] == "setup":
@@ -289,50 +254,3 @@ def _feed(fd: int, frames: list[bytes]) -> None:
         os.close(fd)
 
 
-def _collect(proc: subprocess.Popen, fd: int, timeout_s: float, fn_path: str,
-             reported: list) -> tuple | None:
-    final, deadline = None, time.monotonic() + timeout_s
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            proc.kill()
-            raise SandboxViolation("timeout", f"{fn_path} exceeded {timeout_s}s wall clock")
-        if not select.select([fd], [], [], min(left, 1.0))[0]:
-            continue
-        try:
-            data = read_frame(fd)
-            if data is None:
-                return final
-            msg = _ResultUnpickler(io.BytesIO(data)).load()
-        except ForbiddenResult:
-            raise  # a result of a type the parent will not decode: the method's error
-        except (SandboxedCallError, pickle.UnpicklingError, EOFError, ValueError, TypeError,
-                IndexError, AttributeError):  # framing the child's code broke or forged
-            return ("corrupt",)
-        if not isinstance(msg, tuple) or not msg:
-            return ("corrupt",)
-        if msg[0] == "violation":
-            reported.append(msg[1:])
-        else:
-            final = msg
-
-
-_SAFE_GLOBALS = frozenset(
-    [("builtins", n) for n in ("set", "frozenset", "complex", "bytearray", "slice", "range")]
-    + [(f"numpy.{c}.{m}", n) for c in ("core", "_core") for m, n in (
-        ("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))]
-    + [("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-       ("collections", "OrderedDict")])
-
-
-class ForbiddenResult(pickle.UnpicklingError):
-    """The result holds a type outside `_SAFE_GLOBALS`."""
-
-
-class _ResultUnpickler(pickle.Unpickler):
-    # The child runs agent code, so its bytes are hostile: a plain unpickle would run arbitrary
-    # callables in the unsandboxed supervisor.
-    def find_class(self, module: str, name: str) -> Any:
-        if (module.replace("__builtin__", "builtins"), name) not in _SAFE_GLOBALS:
-            raise ForbiddenResult(f"sandboxed result may not contain {module}.{name}")
-        return super().find_class(module, name)

@@ -33,6 +33,7 @@ sched_getscheduler sched_get_priority_max sched_get_priority_min sched_getattr g
 getpriority setpriority getpid getppid gettid getuid geteuid getgid getegid getgroups getresuid
 getresgid getpgrp getpgid getsid setsid setpgid setgroups setresuid setresgid setuid setgid
 capget uname sysinfo getrlimit setrlimit prlimit64 getrusage getrandom
+recvmsg
 """.split())
 # Only an attack calls these: kill, so the parent sees SIGSYS rather than a library's error.
 KILL = tuple("""
