@@ -4,9 +4,10 @@ trial ≤ 1.3x the same method built in).
 `noop_call_s`: a trivial agent module through `run_sandboxed` with the layers this node offers
 (bubblewrap where user namespaces work: a fork of the warm server); `cold_start_s`: the first
 such call of a process, which starts the server; `noop_call_fallback_s`: the same under the
-Landlock + seccomp fallback (a fresh interpreter per call). `custom_over_builtin`: the built-in `vanilla` written as an agent's method,
-through `custom_methods.run_any`, over the built-in through the same function, on the same
-synthetic inputs (head mode, so no model or data set is needed). Medians of interleaved runs."""
+Landlock + seccomp fallback (a fresh interpreter per call). `custom_over_builtin`: the
+built-in `vanilla` written as an agent's method, through `custom_methods.run_any`, over the
+built-in through the same function, on the same synthetic inputs (head mode, so no model or
+data set is needed). Medians of interleaved runs."""
 from __future__ import annotations
 
 import dataclasses
