@@ -5,7 +5,6 @@ of campaign and cache files. Each method *succeeds* (its trial is `done`) if the
 so each test goes red when the layer is off."""
 from __future__ import annotations
 
-import base64
 import os
 import socket
 import textwrap
@@ -16,8 +15,8 @@ import pytest
 
 from aar_ray.cli import build_parser, trial_config
 from aar_ray.lab import method_file
-from aar_ray.sandbox import kernel
-from aar_ray.sandbox.redteam_kit import MEMFD_LOAD, NoCompiler, build_native
+from aar_ray.sandbox import kernel, redteam_bwrap
+from aar_ray.sandbox.redteam_kit import NoCompiler, build_native
 
 LAYERS = kernel.detect()
 pytestmark = pytest.mark.skipif(not LAYERS.bwrap, reason=f"kernel offers {LAYERS.describe()}")
@@ -60,59 +59,23 @@ def test_a_harmless_method_file_runs(tmp_path, cache_dir, monkeypatch):
     assert out["summary"]["method"] == "custom:method-file/attack_method"
 
 
-EVIL_C = r'''
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <errno.h>
-#include <unistd.h>
-#include <sys/syscall.h>
-#include <sys/shm.h>
-#include <sys/stat.h>
-static PyObject *op(PyObject *self, PyObject *args) {
-    int which; const char *path; long r;
-    if (!PyArg_ParseTuple(args, "is", &which, &path)) return NULL;
-    errno = 0;
-    switch (which) {
-    case 0: r = syscall(SYS_reboot, 0, 0, 0, NULL); break;  /* bad magic: EINVAL past the cap */
-    case 1: r = sethostname("aar-pwned", 9); break;
-    case 2: r = chmod(path, 0777); break;
-    case 3: r = chown(path, 12345, 12345); break;
-    default: r = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600); break;
-    }
-    return Py_BuildValue("(li)", r, errno);
-}
-static PyMethodDef M[] = {{"op", op, METH_VARARGS, ""}, {NULL, NULL, 0, NULL}};
-static struct PyModuleDef D = {PyModuleDef_HEAD_INIT, "evil", NULL, -1, M};
-PyMODINIT_FUNC PyInit_evil(void) { return PyModule_Create(&D); }
-'''
-
-
 @pytest.fixture(scope="module")
 def evil_so(tmp_path_factory) -> bytes:
     try:
-        return build_native("evil", EVIL_C, tmp_path_factory.mktemp("evil"))
+        return build_native("evil", redteam_bwrap.NATIVE_C, tmp_path_factory.mktemp("evil"))
     except NoCompiler as exc:
         pytest.skip(str(exc))
 
 
-@pytest.mark.parametrize("which", ["reboot", "sethostname", "chmod", "chown", "shmget"])
+@pytest.mark.parametrize("which", redteam_bwrap.NATIVE_OPS)
 def test_native_syscalls_from_a_memfd_module_are_refused(tmp_path, cache_dir, monkeypatch,
                                                          evil_so, which):
     victim = tmp_path / "outside.txt"  # a host file outside every grant
     victim.write_text("x")
     os.chmod(victim, 0o600)
     before, host = os.stat(victim), socket.gethostname()
-    out = trial(tmp_path, cache_dir, monkeypatch, f'''
-        SO = {base64.b64encode(evil_so)!r}
-        VICTIM = {str(victim)!r}
-        {textwrap.indent(MEMFD_LOAD, " " * 8).strip()}
-        def attack():
-            evil = load("evil", SO)
-            ret, err = evil.op({["reboot", "sethostname", "chmod", "chown", "shmget"].index(which)},
-                               VICTIM)
-            if ret < 0 and err in (1, 2, 13, 30):  # EPERM ENOENT EACCES EROFS: refused
-                raise RuntimeError(f"refused: errno {{err}}")
-    ''')
+    out = trial(tmp_path, cache_dir, monkeypatch,
+                redteam_bwrap.native(which, evil_so, str(victim)))
     assert out["status"] == "error", out
     after = os.stat(victim)
     assert (after.st_mode, after.st_uid) == (before.st_mode, before.st_uid)
@@ -121,64 +84,21 @@ def test_native_syscalls_from_a_memfd_module_are_refused(tmp_path, cache_dir, mo
 
 def test_a_fork_does_not_outlive_its_trial(tmp_path, cache_dir, monkeypatch):
     token = f"aar-fork-{uuid.uuid4().hex[:12]}"
-    out = trial(tmp_path, cache_dir, monkeypatch, f'''
-        def attack():
-            import subprocess, tempfile, time
-            def linger():  # runs in the forked child, with no audit event
-                os.setsid()  # out of the trial's session too
-                d = os.path.join(tempfile.gettempdir(), {token!r})
-                os.makedirs(d, exist_ok=True)
-                os.chdir(d)
-                time.sleep(120)
-            r, w = os.pipe()
-            try:  # bound at import, so patching _posixsubprocess.fork_exec later misses it
-                subprocess._fork_exec(["/bin/true"], [b"/bin/true"], True, (w,), None, None,
-                                      -1, -1, -1, -1, -1, -1, r, w, False, False, -1, None,
-                                      None, None, -1, linger, False)
-            except Exception:
-                pass
-    ''')
+    out = trial(tmp_path, cache_dir, monkeypatch, redteam_bwrap.lingering_fork(token))
     time.sleep(1)
-    alive = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if token in os.readlink(f"/proc/{pid}/cwd"):
-                alive.append(pid)
-        except OSError:
-            pass
+    alive = redteam_bwrap.alive_with(token)
     for pid in alive:
-        os.kill(int(pid), 9)
+        os.kill(pid, 9)
     assert alive == [], (alive, out)
 
 
 def test_a_forged_result_frame_still_records_the_violation(tmp_path, cache_dir, monkeypatch):
-    out = trial(tmp_path, cache_dir, monkeypatch, '''
-        def attack():
-            import struct
-            fd = int(sys.argv[2])  # the result pipe
-            os.write(fd, struct.pack(">Q", 400))  # a frame whose body swallows the reports
-            try:
-                import ctypes  # a violation: the hook reports it... into the forged frame
-            except Exception:
-                pass
-            os.write(fd, b"\\0" * 400)
-            os._exit(0)
-    ''')
+    out = trial(tmp_path, cache_dir, monkeypatch, redteam_bwrap.FORGED_FRAME)
     assert out["status"] == "error" and out["event"] is not None, out
 
 
 def test_the_hosts_proc_net_is_not_visible(tmp_path, cache_dir, monkeypatch):
-    out = trial(tmp_path, cache_dir, monkeypatch, '''
-        def attack():
-            seen = []
-            for name in ("tcp", "tcp6", "unix"):
-                try:
-                    seen += open(f"/proc/net/{name}").read().splitlines()[1:]
-                except OSError:
-                    pass
-            if not seen:
-                raise RuntimeError("no sockets to see")
-    ''')
+    out = trial(tmp_path, cache_dir, monkeypatch, redteam_bwrap.PROC_NET)
     assert out["status"] == "error", out
 
 
@@ -188,18 +108,7 @@ def test_campaign_and_cache_files_cannot_be_stat(tmp_path, cache_dir, monkeypatc
     (campaign / "scorer.sqlite").write_bytes(b"SQLite format 3\0")
     targets = [str(campaign / "scorer.sqlite"), cache_dir, os.path.expanduser("~/.ray"),
                "/tmp/ray"]
-    out = trial(tmp_path, cache_dir, monkeypatch, f'''
-        def attack():
-            found = []
-            for p in {targets!r}:
-                try:
-                    os.stat(p)
-                    found.append(p)
-                except OSError:
-                    pass
-            if not found:
-                raise RuntimeError("nothing found")
-    ''')
+    out = trial(tmp_path, cache_dir, monkeypatch, redteam_bwrap.stat_files(targets))
     assert out["status"] == "error", out
 
 

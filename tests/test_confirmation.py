@@ -147,3 +147,21 @@ def test_choose_by_family_gives_k_different_methods() -> None:
     assert [(c["method"], c["params"]) for c in fam] == [
         ("info_max", {"i": 0}), ("aux_confidence", {"i": 4}), ("label_smoothing", {"i": 5})]
     assert [c["method"] for c in confirmation.choose(explored, 3, "config")] == ["info_max"] * 3
+
+
+def test_each_audit_setting_is_sized_on_its_own_items() -> None:
+    """The design's audit block sizes every setting on its own planned test split: a smaller
+    split has a larger MDE and needs more seeds to reach the margin, and a setting whose MDE
+    is above the margin says so before anything runs."""
+    from aar_ray.config import AuditConfig, SettingConfig
+
+    rng = np.random.default_rng(5)
+    van = [float((rng.random(3000) < VANILLA).mean()) for _ in range(6)]
+    d = {"items": [3000], "gap": CEIL - WEAK, "vanilla_acc": van, "vanilla_items": [3000] * 6}
+    cfg = CampaignConfig(audit=AuditConfig(seeds=list(range(1000, 1012)), margin=0.01, settings=[
+        SettingConfig(task="compositional", test_size=4000),
+        SettingConfig(task="compositional", test_size=300)]))
+    big, small = confirmation.power_design(d, cfg)["audit"]["settings"]
+    assert (big["items"], small["items"]) == (4000, 300)
+    assert big["mde_acc"] <= 0.01 < small["mde_acc"]
+    assert big["seeds_needed_for_margin"] <= 12 < small["seeds_needed_for_margin"]

@@ -30,8 +30,11 @@ def test_redteam_attacks_are_all_blocked_or_flagged(small_setting, fast_student,
     cfg.budget.trials_per_agent = 20
     rows = {r["attack"].split(" (")[0]: r for r in redteam(cfg)}
     for name, row in rows.items():
-        if name != "integrity events recorded":
+        if name != "integrity events recorded" and row["outcome"] != "skipped":
             assert row["outcome"] in ("blocked", "flagged"), row
+    skipped = [n for n, r in rows.items() if r["outcome"] == "skipped"]
+    assert skipped in ([], ["native syscalls from a memfd module"]), skipped  # no gcc only
+    assert rows["a fork meant to outlive its trial"]["detail"].startswith("0 process")
     prober = next(r for n, r in rows.items() if n.startswith("prober"))
     private = float(prober["labels_recovered"].split("private ")[1].split(" ")[0])
     assert private <= 0.55

@@ -44,7 +44,7 @@ def campaign_dir(small_setting, fast_student, cache_dir, tmp_path_factory) -> Pa
     forum = forum_mod.Forum(str(d), lambda ids: {})
     post = forum.post("agent-0", EVIL_TITLE, EVIL_BODY, "hypothesis", tags=["<b>x</b>"])
     forum.reply("agent-1", post["post_id"], "</pre><script>alert(1)</script> agreed")
-    Store(d / "scorer.sqlite", scorer_mod.SCHEMA).execute(
+    Store(d / "scorer.sqlite", scorer_mod.MIGRATIONS).execute(
         "INSERT INTO events (at, agent, trial_id, kind, detail) VALUES (?,?,?,?,?)",
         (time.time(), "agent-1", "t-none", "near_duplicate", "<script>x()</script>"))
     top = summary["leaderboard"][0]

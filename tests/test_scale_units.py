@@ -103,7 +103,7 @@ def test_replayed_step_posts_and_queues_once(tmp_path, small_setting):
 
 
 def test_finished_campaign_leaves_no_write_ahead_log(tmp_path):
-    store = Store(tmp_path / "forum.sqlite", "CREATE TABLE t (x INTEGER);")
+    store = Store(tmp_path / "forum.sqlite", ["CREATE TABLE t (x INTEGER);"])
     for i in range(100):
         store.execute("INSERT INTO t VALUES (?)", (i,))
     wal = tmp_path / "forum.sqlite-wal"

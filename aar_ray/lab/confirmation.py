@@ -53,26 +53,33 @@ def choose(explored: list[dict[str, Any]], k: int, rule: str = "family") -> list
 
 def power_design(d: dict[str, Any], cfg: CampaignConfig) -> dict[str, Any]:
     """The design's power from vanilla alone (`Scorer.design` gives `d`; never a candidate):
-    the confirmation's MDE after Holm over K, and the audit's on the main setting's items
-    with the audit seeds needed for its MDE to reach the margin (`verdict.design_mde_acc`)."""
-    c, a = cfg.confirm, cfg.audit
-    items = float(sum(d["items"]) / len(d["items"]))
+    the confirmation's MDE after Holm over K, and each audit setting's on its own planned
+    items (the whole test split) with the audit seeds, and the seeds it would need for its MDE
+    to reach the margin (`verdict.design_mde_acc`). Before the audit runs, the main setting's
+    vanilla variance stands in for each setting's; the audit then reports its own MDE."""
+    from aar_ray.w2s.tasks import TASKS
 
-    def mde(seeds: int, k: int) -> float:
+    c, a = cfg.confirm, cfg.audit
+
+    def mde(items: float, seeds: int, k: int) -> float:
         return verdict.design_mde_acc(d["vanilla_acc"], d["vanilla_items"], items, seeds,
                                       disagreement=c.disagreement, k=k, alpha=c.alpha,
                                       power=c.power)
 
-    acc = mde(len(c.seeds), c.top_k)
-    needed = next((s for s in range(2, 201) if mde(s, 1) <= a.margin), None)
+    def audit_setting(s: Any) -> dict[str, Any]:
+        items = s.test_size or TASKS.get(s.task).default_test_size
+        return {"setting": s.label, "items": items, "mde_acc": mde(items, len(a.seeds), 1),
+                "seeds_needed_for_margin": next(
+                    (n for n in range(2, 201) if mde(items, n, 1) <= a.margin), None)}
+
+    items = float(sum(d["items"]) / len(d["items"]))
+    acc = mde(items, len(c.seeds), c.top_k)
     return {"disagreement": c.disagreement, "vanilla_seeds": len(d["vanilla_acc"]),
             "confirmation": {"seeds": len(c.seeds), "items": items, "gap": d["gap"],
                              "k": c.top_k, "mde_acc": acc,
                              "mde_delta_pgr": acc / d["gap"] if d["gap"] > 0 else None},
             "audit": {"margin": a.margin, "seeds": a.seeds,
-                      "settings": [s.label for s in a.settings],
-                      "mde_acc_on_main_items": mde(len(a.seeds), 1),
-                      "seeds_needed_for_margin": needed}}
+                      "settings": [audit_setting(s) for s in a.settings]}}
 
 
 def preregister(campaign_dir: Path, explored: list[dict[str, Any]], cfg: CampaignConfig,

@@ -28,7 +28,8 @@ KINDS = ("result", "hypothesis", "insight", "error")
 MAX_TITLE, MAX_BODY, MAX_TAGS, MAX_TAG, MAX_CITES = 200, 8000, 10, 40, 20
 CLAIM = re.compile(r"\bPGR\b[^0-9\-]{0,12}(-?\d*\.\d+|-?\d+)", re.IGNORECASE)
 
-SCHEMA = """
+# Each entry one schema version, never edited once released: append to change it
+MIGRATIONS = ["""
 CREATE TABLE IF NOT EXISTS posts (
   id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT UNIQUE, author TEXT, title TEXT,
   body TEXT, kind TEXT, tags TEXT, cites TEXT, parent_id INTEGER, created REAL, flags TEXT);
@@ -36,7 +37,7 @@ CREATE INDEX IF NOT EXISTS posts_parent ON posts(parent_id);
 CREATE TABLE IF NOT EXISTS cites (post_id INTEGER, trial_id TEXT);
 CREATE INDEX IF NOT EXISTS cites_post ON cites(post_id);
 CREATE TABLE IF NOT EXISTS scores (trial_id TEXT PRIMARY KEY, score TEXT, learnt REAL);
-"""
+"""]
 
 
 class ForumError(Refusal):
@@ -47,7 +48,7 @@ class Forum:
     def __init__(self, campaign_dir: str,
                  scores: Callable[[list[str]], dict[str, dict[str, Any]]],
                  fresh_s: float = 5.0) -> None:
-        self.store = Store(Path(campaign_dir) / "forum.sqlite", SCHEMA)
+        self.store = Store(Path(campaign_dir) / "forum.sqlite", MIGRATIONS)
         self.scores = scores  # the scorer's numbers for cited trials
         self.fresh_s = fresh_s  # how old the index's view of a trial may be when shown
         if self.store.one("SELECT 1 AS x FROM cites LIMIT 1") is None:  # a forum from before

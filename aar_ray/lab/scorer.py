@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # ground truth loads torch and scipy: in the scorer's own pro
     from aar_ray.lab.truth import Preds
     from aar_ray.w2s.student import StudentInputs
 
-SCHEMA = """
+# Each entry one schema version, never edited once released: append to change it
+MIGRATIONS = ["""
 CREATE TABLE IF NOT EXISTS recorded (
   trial_id TEXT PRIMARY KEY, agent TEXT, method TEXT, params TEXT, seeds TEXT,
   provenance TEXT, preds BLOB, recorded_at REAL);
@@ -36,7 +37,7 @@ CREATE TABLE IF NOT EXISTS submissions (
 CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL, agent TEXT, trial_id TEXT, kind TEXT,
   detail TEXT);
-"""
+"""]
 BASELINE = "baseline"  # the lab's own agent id: its vanilla runs are everyone's baseline
 
 
@@ -68,7 +69,7 @@ class Scorer:
 
         self.cfg = cfg
         self.truth = GroundTruth(cfg)
-        self.store = Store(Path(campaign_dir) / "scorer.sqlite", SCHEMA)
+        self.store = Store(Path(campaign_dir) / "scorer.sqlite", MIGRATIONS)
         self._vanilla: Preds = {}  # seed -> the baseline's predictions, shared by everyone
         for r in self.store.rows("SELECT preds FROM recorded WHERE agent=? AND method='vanilla' "
                                  "ORDER BY recorded_at", (BASELINE,)):

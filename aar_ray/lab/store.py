@@ -3,6 +3,11 @@
 Each actor opens its own database file in the campaign directory and is its only writer;
 everything else reads through `aar_ray/results/records.py`, read-only, and WAL mode keeps those
 readers (status, report, audit) from blocking the actor that writes.
+
+A database's schema is a list of migrations, numbered by position and recorded in SQLite's
+`PRAGMA user_version`: opening applies the ones a file has not seen (a resumed campaign from
+an older aar-ray gains new tables and columns in place), each in one transaction, and a file
+written by a newer aar-ray is refused rather than misread.
 """
 from __future__ import annotations
 
@@ -13,8 +18,12 @@ from pathlib import Path
 from typing import Any
 
 
+class SchemaError(RuntimeError):
+    """A database this code cannot read safely."""
+
+
 class Store:
-    def __init__(self, path: str | Path, schema: str) -> None:
+    def __init__(self, path: str | Path, migrations: list[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # actors with max_concurrency > 1 share the connection
@@ -22,7 +31,23 @@ class Store:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA busy_timeout=5000")
-        self.db.executescript(schema)
+        self._migrate(migrations)
+
+    def _migrate(self, migrations: list[str]) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(migrations):
+            raise SchemaError(f"{self.path} has schema version {version}; this aar-ray knows "
+                              f"{len(migrations)}: it was written by a newer aar-ray")
+        for number, script in enumerate(migrations[version:], start=version + 1):
+            # executescript commits first; BEGIN..COMMIT makes each step all or nothing
+            try:
+                self.db.executescript(
+                    f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+            except sqlite3.Error:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                self.db.close()
+                raise
 
     def execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         with self._lock:

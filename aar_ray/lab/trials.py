@@ -28,13 +28,14 @@ from aar_ray.lab.store import Store, dumps
 from aar_ray.observe import metrics, tracking
 from aar_ray.sandbox import custom_methods
 
-SCHEMA = """
+# Each entry one schema version, never edited once released: append to change it
+MIGRATIONS = ["""
 CREATE TABLE IF NOT EXISTS trials (
   trial_id TEXT PRIMARY KEY, seq INTEGER, agent TEXT, kind TEXT, method TEXT, params TEXT,
   seeds TEXT, status TEXT, error TEXT, created REAL, started REAL, finished REAL,
   provenance TEXT, parent TEXT);
 CREATE TABLE IF NOT EXISTS requests (request_id TEXT PRIMARY KEY, trial_id TEXT);
-"""
+"""]
 ACTIVE = ("queued", "running")
 LOST = (ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError,  # its worker/node died
         ray.exceptions.ObjectLostError, ray.exceptions.LocalRayletDiedError)
@@ -97,7 +98,7 @@ class TrialQueue:
         for name, ref in (secrets or {}).items():  # W&B reads its key from the environment
             os.environ[name] = ray.get(ref)
         self.scorer = scorer
-        self.store = Store(Path(campaign_dir) / "trials.sqlite", SCHEMA)
+        self.store = Store(Path(campaign_dir) / "trials.sqlite", MIGRATIONS)
         self.pending: dict[str, deque[str]] = defaultdict(deque)
         self.running: dict[str, asyncio.Task] = {}
         self.wake = asyncio.Event()

@@ -14,8 +14,8 @@ from scipy.stats import binomtest
 from aar_ray.config import CampaignConfig, save_campaign
 from aar_ray.lab.campaign import init_ray, new_campaign_dir, run_baseline, start_lab
 from aar_ray.lab.tools import LabToolbox
+from aar_ray.sandbox import redteam_bwrap, redteam_isolation
 from aar_ray.sandbox import redteam_detect as detect
-from aar_ray.sandbox import redteam_isolation
 from aar_ray.sandbox.redteam_kit import HEADER, run_trial
 
 ATTACKS = {
@@ -84,6 +84,7 @@ def redteam(cfg: CampaignConfig) -> list[dict[str, Any]]:
                             ("ctypes", "method uses ctypes")]:
             rows.append({"attack": label, **_sandbox_attack(agent(name), name, campaign_dir)})
         rows += redteam_isolation.rows(agent, cfg, campaign_dir)
+        rows += redteam_bwrap.rows(agent, cfg, campaign_dir)
         rows += [detect.error_exfiltration(agent("leaker"), campaign_dir),
                  detect.label_thief(agent("stealer"), lab, cfg, campaign_dir),
                  detect.forum_injection(agent("injector"), agent("victim"), campaign_dir)]
