@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--config", required=True, help="campaign YAML (setting, seeds, audit)")
     cf.add_argument("--candidate", action="append", required=True, metavar="'METHOD {JSON}'",
                     help='e.g. \'confidence_filter {"keep": 0.6}\'; repeat for more')
+    cf.add_argument("--method-file", action="append", default=[], metavar="PATH.py",
+                    help="your own method (as `aar trial --method-file`); a candidate names it "
+                         "by the file's stem; it runs in the agents' sandbox")
     cf.add_argument("--root", help="where the campaign directory goes (default: config)")
     cf.set_defaults(fn=cmd_confirm)
 
@@ -312,7 +315,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     cfg = load_campaign(args.config)
     if args.root:
         cfg.root = args.root
-    summary = confirm(cfg, args.candidate)
+    summary = confirm(cfg, args.candidate, args.method_file)
     print(format_verdict(summary))
     print(f"campaign directory: {summary['campaign_dir']}")
     return 0

@@ -24,9 +24,11 @@ def test_candidates_parse_as_given() -> None:
     got = hypothesis.hypotheses(['confidence_filter {"keep": 0.6}', "vanilla"])
     assert [(c["name"], c["method"], c["params"]) for c in got] == [
         ("c1", "confidence_filter", {"keep": 0.6}), ("c2", "vanilla", {})]
-    for bad in (['confidence_filter {"keep": 0.6'], ["m [1, 2]"], []):
+    for bad in (['confidence_filter {"keep": 0.6'], ["vanilla [1, 2]"], [], ["no_such_method"]):
         with pytest.raises(ConfigError):
             hypothesis.hypotheses(bad)
+    own = hypothesis.hypotheses(['mine {"k": 2}'], own=("mine",))
+    assert [(c["method"], c["params"]) for c in own] == [("custom:user/mine", {"k": 2})]
 
 
 @pytest.mark.ray
