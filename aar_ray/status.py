@@ -18,7 +18,6 @@ from aar_ray.observe import operations
 from aar_ray.results import records
 
 STATUSES = ("queued", "running", "done", "error")
-CLEAR = "\033[H\033[2J"
 
 
 
@@ -131,23 +130,28 @@ def live_text(top: int = 10) -> str:
 
 
 def _loop(render: Callable[[], str], watch: bool, interval: float) -> int:
-    while True:
-        try:
-            text = render()
-        except (FileNotFoundError, MissingActor) as e:
-            print(f"aar status: {e}", file=sys.stderr)
-            return 1
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    def frame() -> Text:
+        return Text(time.strftime("%H:%M:%S ") + f"(every {interval:g}s, Ctrl-C to stop)\n"
+                    + render())
+
+    try:
         if not watch:
-            print(text)
+            print(render())
             return 0
-        sys.stdout.write(CLEAR + time.strftime("%H:%M:%S ") + f"(every {interval:g}s, Ctrl-C "
-                         "to stop)\n" + text + "\n")
-        sys.stdout.flush()
-        try:
-            time.sleep(interval)
-        except KeyboardInterrupt:
-            print()
-            return 0
+        # rich redraws in place, and falls back to plain appends where stdout is no terminal
+        with Live(frame(), console=Console(), auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(frame(), refresh=True)
+    except (FileNotFoundError, MissingActor) as e:
+        print(f"aar status: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
 
 
 def status(campaign_dir: str | None, address: str | None, watch: bool = False,

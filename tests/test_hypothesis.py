@@ -18,6 +18,7 @@ from aar_ray.config import (
 )
 from aar_ray.lab import hypothesis
 from aar_ray.results.verdict import LABELS
+from aar_ray.sandbox.custom_methods import TEMPLATE
 
 
 def test_candidates_parse_as_given() -> None:
@@ -42,21 +43,25 @@ def test_aar_confirm_writes_the_plan_and_the_verdict(small_setting, fast_student
                              max_examples=600, test_size=150)]),
                          root=str(tmp_path / "runs"), cache_dir=cache_dir)
     save_campaign(cfg, tmp_path / "c.yaml")
+    mine = tmp_path / "my_vanilla.py"  # the researcher's own method, run in the sandbox
+    mine.write_text(TEMPLATE.replace("keep: float", "unused: float"))
     assert cli.main(["confirm", "--config", str(tmp_path / "c.yaml"),
                      "--candidate", 'confidence_filter {"keep": 0.6}',
-                     "--candidate", "label_smoothing"]) == 0
+                     "--candidate", "label_smoothing", "--candidate", "my_vanilla",
+                     "--method-file", str(mine)]) == 0
     out = capsys.readouterr().out
     d = Path(out.split("campaign directory: ")[1].strip())
     plan = json.loads((d / "preregistration.json").read_text())
     summary = json.loads((d / "summary.json").read_text())
-    assert plan["choose"] == "given" and plan["top_k"] == 2
+    assert plan["choose"] == "given" and plan["top_k"] == 3
     assert [(c["method"], c["params"]) for c in plan["candidates"]] == [
-        ("confidence_filter", {"keep": 0.6}), ("label_smoothing", {})]
+        ("confidence_filter", {"keep": 0.6}), ("label_smoothing", {}),
+        ("custom:user/my_vanilla", {})]
     assert plan["audit_seeds"] == [1000, 1001] and plan["margin"] == 0.01
     assert summary["min_detectable_delta"] == plan["design"]["confirmation"]["mde_delta_pgr"] > 0
-    assert [c["method"] for c in summary["candidates"]] == ["confidence_filter",
-                                                            "label_smoothing"]
-    assert all(c["pgr"] is not None for c in summary["candidates"])  # both ran
+    assert [c["method"] for c in summary["candidates"]] == [
+        "confidence_filter", "label_smoothing", "custom:user/my_vanilla"]
+    assert all(c["pgr"] is not None for c in summary["candidates"])  # all ran
     for c in summary["confirmed"]:
         assert c["label"] in LABELS and c["label"] != "winner"  # the audit has no gap
         assert set(c["audit"]) == {cfg.audit.settings[0].label}
