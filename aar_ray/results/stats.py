@@ -16,6 +16,9 @@ holds seed (training) variance and item (test draw) variance together: the seed 
 With few seeds the sample SD over seeds can be small by chance, so the SE is never taken
 below the item-only SE that the binomial noise within each seed alone implies (when that
 floor binds, the test uses its large df). CIs and tests use Student's t on the seeds' df.
+
+Holm and the MDE stay hand-written (a dozen lines on scipy's t): statsmodels' `multipletests`
+and `TTestPower` would add it as a dependency for two formulas that docs/statistics.md states.
 """
 
 from __future__ import annotations
