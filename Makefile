@@ -54,31 +54,27 @@ lint: setup
 image:
 	$(DOCKER) build --build-arg RAY_VERSION=$(RAY_VERSION) -t $(IMAGE) .
 
-# Browser tests skip themselves when chromium is absent, so a missing apt (or no root)
-# only warns. Use APT_GET="sudo apt-get" where needed.
-browser:
-	@if command -v chromium >/dev/null 2>&1; then \
-		echo "chromium: $$(command -v chromium)"; \
+# An apt package the tests use if present: $(1) command, $(2) package, $(3) what happens
+# without it. A missing apt (or no root) only warns. Use APT_GET="sudo apt-get" where needed.
+define apt_optional
+	@if command -v $(1) >/dev/null 2>&1; then \
+		echo "$(1): $$(command -v $(1))"; \
 	elif command -v $(firstword $(APT_GET)) >/dev/null 2>&1 \
 		&& $(APT_GET) update -qq \
-		&& DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq --no-install-recommends chromium; then \
-		echo "chromium installed"; \
+		&& DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq --no-install-recommends $(2); then \
+		echo "$(2) installed"; \
 	else \
-		echo "WARNING: chromium not available; browser tests will be skipped" >&2; \
+		echo "WARNING: $(2) not available; $(3)" >&2; \
 	fi
+endef
+
+browser:
+	$(call apt_optional,chromium,chromium,browser tests will be skipped)
 
 # bubblewrap is the sandbox's outer layer for agents' code (docs/threat-model.md); without it
 # the lab falls back to Landlock + seccomp (resources.sandbox_fallback) and its tests skip.
 bubblewrap:
-	@if command -v bwrap >/dev/null 2>&1; then \
-		echo "bwrap: $$(command -v bwrap)"; \
-	elif command -v $(firstword $(APT_GET)) >/dev/null 2>&1 \
-		&& $(APT_GET) update -qq \
-		&& DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq --no-install-recommends bubblewrap; then \
-		echo "bubblewrap installed"; \
-	else \
-		echo "WARNING: bubblewrap not available; agents' methods use the Landlock fallback" >&2; \
-	fi
+	$(call apt_optional,bwrap,bubblewrap,agents' methods use the Landlock fallback)
 
 # Keeps the venv (slow to rebuild) and campaign/run outputs; `rm -rf $(VENV)` to start over.
 clean:
