@@ -16,6 +16,7 @@ from aar_ray.brains.untrusted import TAG
 from aar_ray.config import BudgetConfig, CampaignConfig, ClaudeConfig
 from aar_ray.lab import integrity
 from aar_ray.lab.forum import Forum
+from aar_ray.lab.reads import ReadRecord
 from aar_ray.lab.scorer import Scorer
 from aar_ray.lab.tools import LabToolbox
 from aar_ray.lab.trials import TrialQueue
@@ -152,14 +153,14 @@ class Calib(Method):
 '''
 
 
-def test_copied_runs_and_shared_idioms():
-    assert integrity.copied_run(PAYLOAD, "intro\n```python\n" + PAYLOAD + "```") == (7, 203)
-    assert integrity.copied_run(PAYLOAD, "n = len(ctx.students.x_test)") == (1, 28)
-    assert integrity.forum_copy(TEMPLATE, [{"author": "b", "id": 1, "body": TEMPLATE}], "a",
-                                TEMPLATE) is None  # the lab's own template is everyone's
-    refusal = integrity.forum_copy(PAYLOAD, [{"author": "b", "id": 7, "body": PAYLOAD}], "a")
-    assert "post 7 by b" in refusal
-    assert integrity.forum_copy(PAYLOAD, [{"author": "a", "id": 7, "body": PAYLOAD}], "a") is None
+def test_copies_of_a_payload_but_not_of_the_template(tmp_path):
+    rec = ReadRecord(tmp_path / "reads.jsonl", TEMPLATE)
+    rec.saw("read_forum", {}, json.dumps([{"post_id": 1, "author": "b", "body": TEMPLATE},
+                                          {"post_id": 7, "author": "b",
+                                           "body": "intro\n```python\n" + PAYLOAD + "```"}]))
+    assert rec.copy_refusal(TEMPLATE) is None  # the lab's own template is everyone's
+    assert integrity.copied(PAYLOAD, rec.read, rec.ignore)[:2] == (7, 185)  # no whitespace
+    assert "(post 7 by b)" in rec.copy_refusal(PAYLOAD)
 
 
 def test_an_obedient_model_cannot_run_code_from_a_forum_post(lab):
