@@ -82,7 +82,7 @@ def test_the_record_keeps_reads_not_the_agents_own_writing(tmp_path):
     again = ReadRecord(path)
     assert again.read == rec.read and again.own == rec.own
     refusal = again.copy_refusal(other)
-    assert "copies 8 lines" in refusal and "(post 4 by eve)" in refusal
+    assert "copies 8 lines" in refusal and "post 4 by eve)" in refusal
     # texts: JSON is read as JSON; errors and plain text as they are
     assert list(texts("plain error", "trial_status")) == [("trial_status", "plain error")]
     assert list(texts('[{"author": "a", "id": 5, "body": "b"}]', "t")) == [
