@@ -26,6 +26,7 @@
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Container, Iterable, Mapping
@@ -156,16 +157,33 @@ def _tokens(text: str, ignore: frozenset[str]) -> list[tuple[str, int]]:
     return [(t, i) for i, line in enumerate(code_lines(text, ignore)) for t in _TOKEN.findall(line)]
 
 
-def _hash(tokens: Iterable[str]) -> int:
-    digest = hashlib.blake2b("\x1f".join(tokens).encode(), digest_size=8).digest()
+@functools.lru_cache(maxsize=1 << 16)
+def _token_id(token: str) -> int:
+    digest = hashlib.blake2b(token.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")  # stable across processes, unlike hash()
+
+
+_BASE, _MOD = 1_000_003, 2**64
+
+
+def _hashes(tokens: list[str]) -> list[int]:
+    """The hash of each run of SHINGLE consecutive tokens, in order: a polynomial rolling hash
+    of the tokens' ids, one multiplication per token however long the run."""
+    ids = [_token_id(t) for t in tokens]
+    h, top, out = 0, pow(_BASE, SHINGLE - 1, _MOD), []
+    for i, x in enumerate(ids):
+        if i >= SHINGLE:
+            h -= ids[i - SHINGLE] * top
+        h = (h * _BASE + x) % _MOD
+        if i >= SHINGLE - 1:
+            out.append(h)
+    return out
 
 
 def shingles(text: str, ignore: frozenset[str] = frozenset()) -> set[int]:
     """Hashes of every run of SHINGLE consecutive tokens of `text`'s code lines: what a text
     leaves in an agent's read record. Runs cross line breaks, so whitespace does not matter."""
-    toks = [t for t, _ in _tokens(text, ignore)]
-    return {_hash(toks[i:i + SHINGLE]) for i in range(len(toks) - SHINGLE + 1)}
+    return set(_hashes([t for t, _ in _tokens(text, ignore)]))
 
 
 def copied(code: str, read: Container[int], ignore: frozenset[str] = frozenset()
@@ -175,8 +193,7 @@ def copied(code: str, read: Container[int], ignore: frozenset[str] = frozenset()
     whitespace; the shingles that matched)."""
     toks = _tokens(code, ignore)
     covered, hits = [False] * len(toks), []
-    for i in range(len(toks) - SHINGLE + 1):
-        h = _hash(t for t, _ in toks[i:i + SHINGLE])
+    for i, h in enumerate(_hashes([t for t, _ in toks])):
         if h in read:
             hits.append(h)
             covered[i:i + SHINGLE] = [True] * SHINGLE

@@ -10,6 +10,7 @@ text first: pasting a post into one's notebook does not launder it. The record i
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +47,7 @@ class ReadRecord:
         self.ignore = frozenset(integrity.code_lines(boilerplate))  # everyone's template
         self.read: dict[int, str] = {}
         self.own: set[int] = set()
+        self._seen: set[bytes] = set()  # digests of texts recorded (forum reads repeat posts)
         if self.path.exists():
             for line in self.path.read_text().splitlines():
                 entry = json.loads(line)
@@ -61,6 +63,10 @@ class ReadRecord:
         self.own |= own
         read: dict[str, list[int]] = {}
         for where, text in texts(result, tool):
+            digest = hashlib.blake2b(text.encode(errors="replace"), digest_size=16).digest()
+            if digest in self._seen:
+                continue
+            self._seen.add(digest)
             for h in integrity.shingles(text, self.ignore) - self.own - self.read.keys():
                 self.read[h] = where
                 read.setdefault(where, []).append(h)
