@@ -18,23 +18,27 @@ from typing import Any
 
 from aar_ray.lab import integrity
 
+MAX_DEPTH = 64  # tool input is the model's JSON, nested as deep as it likes
 
-def texts(value: Any, where: str) -> Iterator[tuple[str, str]]:
+
+def texts(value: Any, where: str, depth: int = 0) -> Iterator[tuple[str, str]]:
     """(where it came from, text) for every string in a tool's input or result (JSON text is
     read as JSON); a string inside an object with an author is labelled with it."""
-    if isinstance(value, str) and value[:1] in "[{":
+    if depth > MAX_DEPTH:
+        return
+    if isinstance(value, str) and value[:1] in ("[", "{"):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
     if isinstance(value, dict):
         if "author" in value:
             where = f"post {value.get('post_id', value.get('id'))} by {value['author']}"
         for v in value.values():
-            yield from texts(v, where)
+            yield from texts(v, where, depth + 1)
     elif isinstance(value, list):
         for v in value:
-            yield from texts(v, where)
+            yield from texts(v, where, depth + 1)
     elif isinstance(value, str):
         yield where, value
 
