@@ -276,7 +276,10 @@ def test_compaction_bounds_memory_and_writes_the_notebook() -> None:
     assert "Methods tried:" in notes[0]["text"]
     summaries = [b for b in bodies if (b.get("tool_choice") or {}).get("type") == "none"]
     assert len(summaries) == c["compactions"]
-    assert brain.messages[0]["content"][0]["text"].startswith("Summary of your work")
+    head = brain.messages[0]["content"][0]["text"]
+    assert head.startswith("Summary of your work")  # and the summary in it fenced, as it may
+    assert '<untrusted_data source="context_summary">\nSummary of my research' in head  # quote
+    assert head.endswith("</untrusted_data>\n\nContinue your research from here.")  # posts
     # methods keep rotating across compactions (the policy read the summaries)
     assert len({a["method"] for n, a in tools.calls if n == "run_trial"}) >= 4
 

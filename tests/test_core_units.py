@@ -44,7 +44,7 @@ CATALOG = {"vanilla": {"summary": "Plain training.\nOn weak labels.\n\nMore deta
 def lab(tmp_path, monkeypatch):
     latency = []
     monkeypatch.setattr(metrics, "tool_latency", lambda tool, s: latency.append((tool, s)))
-    forum, scorer = Recorder(all_posts=[]), Recorder()
+    forum, scorer = Recorder(), Recorder()
     queue = Recorder(method_catalog=CATALOG,
                      status=lambda tid, agent, wait=0: {"status": "done", "error": None,
                                                         "method": "vanilla"},
@@ -654,19 +654,23 @@ def test_write_method_saves_the_source_or_refuses_a_forum_copy(lab):
     assert out["note"] == ("run it with run_trial(method='custom:ag/mine'); it runs in a "
                            "sandbox: no files, processes, sockets or ctypes")
     assert (tb.campaign_dir / "agents" / "ag" / "methods" / "mine.py").read_text() == source
-    assert forum.calls == [("all_posts", (), {})] and scorer.calls == []
+    assert forum.calls == [] and scorer.calls == []  # checked against what "ag" read
     out = tb.call("write_method", {"name": "vanilla", "code": source})  # a built-in's name
     assert out.error == "refusal" and "is a built-in" in out.content
     assert [c[0] for c in queue.calls] == ["method_catalog"]
     copied = "\n".join(f"x{i} = {i} * 2  # a line of someone's post" for i in range(12))
-    forum.answers["all_posts"] = [{"id": 9, "author": "other", "body": copied}]
+    forum.answers["read"] = [{"post_id": 9, "author": "other", "body": copied},
+                             {"post_id": 8, "author": "other", "body": source}]
+    ok(tb.call("read_forum", {}))
     out = tb.call("write_method", {"name": "lifted", "code": source + copied})
     assert out.error == "refusal" and out.content.startswith(
-        "write_method refused: your code copies") and "forum post 9 by other" in out.content
+        "write_method refused: your code copies 12 lines") and "(post 9 by other)" in out.content
     name, args, _ = scorer.calls[-1]
     assert (name, args[:4]) == ("record_event", ("ag", "", "forum_copy", out.content))
     assert not (tb.campaign_dir / "agents" / "ag" / "methods" / "lifted.py").exists()
-    forum.answers["all_posts"] = [{"id": 8, "author": "other", "body": source}]
     assert not tb.call("write_method", {"name": "tmpl", "code": source}).is_error  # template
-    forum.answers["all_posts"] = [{"id": 9, "author": "ag", "body": copied}]  # one's own post
-    assert not tb.call("write_method", {"name": "lifted", "code": source + copied}).is_error
+    mine = "\n".join(f"m{i} = {i} + 3  # my own line, number {i}" for i in range(12))
+    ok(tb.call("post", {"title": "my code", "body": mine, "kind": "insight"}))
+    forum.answers["read"] = [{"post_id": 10, "author": "ag", "body": mine}]
+    ok(tb.call("read_forum", {}))  # one's own post, read back
+    assert not tb.call("write_method", {"name": "mine2", "code": source + mine}).is_error

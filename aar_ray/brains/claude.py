@@ -7,8 +7,9 @@ Why it is shaped this way:
 - The prompt prefix (tools, then system) carries `cache_control` and never changes during an
   episode; a moving breakpoint on the newest message lets each turn read the previous one's cache.
 - Memory is bounded: past `compact_after_tokens` (or `compact_after_messages`) the model writes a
-  summary, the summary goes to the notebook, and the conversation restarts from it plus the
-  latest tool exchange (kept whole, so no tool_use is ever separated from its tool_result).
+  summary, the summary goes to the notebook, and the conversation restarts from it (fenced as
+  untrusted data, like the tool results it came from) plus the latest tool exchange (kept
+  whole, so no tool_use is ever separated from its tool_result).
 - API version 2026-10-21 (SDK 2.x) rejects `temperature`: no sampling parameter is sent.
 """
 from __future__ import annotations
@@ -40,6 +41,7 @@ SUMMARY_REQUEST = (
     "what you posted, what you learned, open questions and your next step. Plain text, under "
     "300 words; you will continue from this summary.")
 RESUME = "Continue your research from here."
+SUMMARY_SOURCE = "context_summary"
 # A bad key, missing permission or unknown model will not heal by waiting.
 FATAL = (anthropic.AuthenticationError, anthropic.PermissionDeniedError, anthropic.NotFoundError)
 HEALED_BY_COMPACTION = (anthropic.BadRequestError, anthropic.ContentTooLargeError)
@@ -63,6 +65,13 @@ def render_prompt(template: str, *, agent_id: str, direction: str, budget: str) 
     for key, value in (("agent_id", agent_id), ("direction", direction), ("budget", budget)):
         template = template.replace("{" + key + "}", value)
     return template
+
+
+def carried(summary: str) -> str:
+    """A compaction's summary as the new conversation carries it: fenced. The model wrote it,
+    but from what it read (posts, errors, other agents' code), and it may quote that; unfenced
+    in the first user message, a quoted instruction would read as the user's."""
+    return untrusted.fence(SUMMARY_SOURCE, summary)
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -384,7 +393,8 @@ class ClaudeBrain:
         if problem:  # the summary still lives on in the conversation
             log.warning("%s: write_notebook failed: %s", self.agent_id, problem)
         head = {"role": "user", "content": [{"type": "text", "text": (
-            f"Summary of your work so far (also in your notebook):\n{summary}\n\n{RESUME}")}]}
+            f"Summary of your work so far (also in your notebook):\n{carried(summary)}\n\n"
+            f"{RESUME}")}]}
         self.messages = [head, *tail]
         self.usage["last_input_tokens"], self._sent = 0, 0
         self.usage["baseline_tokens"] = 0

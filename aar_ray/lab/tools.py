@@ -28,8 +28,8 @@ from ray import exceptions as ray_errors
 from aar_ray.brains.base import ToolResult
 from aar_ray.config import CampaignConfig, ConfigError
 from aar_ray.errors import Refusal
-from aar_ray.lab import integrity
 from aar_ray.lab.forum import KINDS, MAX_BODY, MAX_CITES, MAX_TAG, MAX_TAGS, MAX_TITLE
+from aar_ray.lab.reads import ReadRecord
 from aar_ray.observe import metrics, operations
 from aar_ray.sandbox import custom_methods
 
@@ -116,6 +116,7 @@ class LabToolbox:
         self.calls = 0
         self.step: int | None = None  # the agent's saved step counter, set by its Researcher
         self._catalog: dict[str, dict[str, Any]] | None = None
+        self.reads = ReadRecord(self.workspace / "reads.jsonl", custom_methods.TEMPLATE)
 
     def schemas(self) -> list[dict[str, Any]]:
         return [{"name": t.name, "description": t.description, "input_schema": t.schema}
@@ -126,6 +127,7 @@ class LabToolbox:
         t0 = time.perf_counter()
         result = self._dispatch(name, {} if args is None else args)
         seconds = time.perf_counter() - t0
+        self.reads.saw(name, args, result.content)  # what reached the agent, for the copy check
         self._log(name, args, result, seconds)
         if not result.is_error:  # only known tools: no tag per misspelt name
             metrics.tool_latency(name, seconds)
@@ -216,9 +218,8 @@ class LabToolbox:
         return catalog[name]
 
     def write_method(self, name: str, code: str) -> Any:
-        copied = integrity.forum_copy(code, call(self.forum, "all_posts"), self.agent_id,
-                                      custom_methods.TEMPLATE)
-        if copied:  # forum text is untrusted: a post must not make an agent run its code
+        copied = self.reads.copy_refusal(code)
+        if copied:  # what others wrote is untrusted: a post must not make an agent run its code
             call(self.scorer, "record_event", self.agent_id, "", "forum_copy", copied)
             raise Refusal(copied)
         out = custom_methods.save(self.campaign_dir, self.agent_id, name, code,

@@ -14,7 +14,7 @@ from scipy.stats import binomtest
 from aar_ray.config import CampaignConfig, save_campaign
 from aar_ray.lab.campaign import init_ray, new_campaign_dir, run_baseline, start_lab
 from aar_ray.lab.tools import LabToolbox
-from aar_ray.sandbox import redteam_bwrap, redteam_isolation
+from aar_ray.sandbox import redteam_bwrap, redteam_inject, redteam_isolation
 from aar_ray.sandbox import redteam_detect as detect
 from aar_ray.sandbox.redteam_kit import HEADER, run_trial
 
@@ -88,6 +88,7 @@ def redteam(cfg: CampaignConfig) -> list[dict[str, Any]]:
         rows += [detect.error_exfiltration(agent("leaker"), campaign_dir),
                  detect.label_thief(agent("stealer"), lab, cfg, campaign_dir),
                  detect.forum_injection(agent("injector"), agent("victim"), campaign_dir)]
+        rows += redteam_inject.rows(agent, wait_s=120)
         rows.append(_fake_poster(agent("poster")))
         rows.append(_steal_trial(agent("thief")))
         events = ray.get(lab.scorer.events.remote())
