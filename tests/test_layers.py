@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("aar_ray.lab",),
     ("aar_ray.results.rerun", "aar_ray.results.compare", "aar_ray.sandbox.redteam",
      "aar_ray.sandbox.redteam_detect", "aar_ray.sandbox.redteam_isolation",
-     "aar_ray.sandbox.redteam_inject",
+     "aar_ray.sandbox.redteam_inject", "aar_ray.sandbox.redteam_bwrap",
      "aar_ray.sandbox.redteam_kit",
      "aar_ray.testing.cluster", "aar_ray.bench", "aar_ray.cli",
      "aar_ray.report", "aar_ray.status", "aar_ray.cluster_config", "aar_ray"),
