@@ -37,9 +37,7 @@ class ScorerActor(Scorer):
 
 @ray.remote(**ACTOR_OPTIONS, max_concurrency=8)  # reads are served from its index, side by side
 class ForumActor(Forum):
-    def __init__(self, campaign_dir: str) -> None:
-        scorer = ray.get_actor("scorer", namespace=NAMESPACE)
-        super().__init__(campaign_dir, lambda ids: ray.get(scorer.trial_scores.remote(ids)))
+    """Reads the scorer's records (read-only), never calls the scorer actor."""
 
 
 @ray.remote(**ACTOR_OPTIONS, max_concurrency=1000)
