@@ -14,15 +14,17 @@ PACKAGE = ROOT / "aar_ray"
 # may import its own layer or any lower one. `results` and `sandbox` hold both sides of the
 # lab: their pure parts (statistics, records, the audit, isolation) sit below the actors that
 # use them, and the drivers that run the lab itself (rerun, compare, red team) sit above it.
+# The fakes (`testing`: the fake Messages API, scripted researchers) sit above the lab: whoever
+# decides to use one (the CLI, a test, the red team) starts it and hands the lab its address.
 LAYERS: list[tuple[str, ...]] = [
     ("aar_ray.errors", "aar_ray.registry", "aar_ray.typed", "aar_ray.connect"),
     ("aar_ray.config",),
     ("aar_ray.w2s",),
     ("aar_ray.train", "aar_ray.observe"),
     ("aar_ray.brains",),
-    ("aar_ray.testing",),
     ("aar_ray.sandbox", "aar_ray.results"),
     ("aar_ray.lab",),
+    ("aar_ray.testing",),
     ("aar_ray.results.rerun", "aar_ray.results.compare", "aar_ray.sandbox.redteam",
      "aar_ray.sandbox.redteam_detect", "aar_ray.sandbox.redteam_isolation",
      "aar_ray.sandbox.redteam_kit",
