@@ -5,6 +5,8 @@ the layers listed in README.md ("Architecture").
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,3 +164,17 @@ def private_imports() -> set[tuple[str, str]]:
 
 def test_no_module_imports_another_modules_private_names():
     assert sorted(private_imports()) == []
+
+
+def test_importing_the_lab_has_no_side_effects():
+    """No Ray Train launcher is installed by an import: the lab's processes install it where
+    they start (`campaign.start_lab`, the scorer actor, the trial task)."""
+    code = ("import aar_ray.lab.campaign, aar_ray.lab.actors, aar_ray.lab.trials\n"
+            "from aar_ray.w2s import finetune\n"
+            "assert finetune._trainer is None, 'installed on import'\n"
+            "from aar_ray import train\n"
+            "train.install()\n"
+            "assert finetune._trainer is not None\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
