@@ -106,6 +106,10 @@ def test_the_forum_checks_citations_in_the_scorers_records(scorer):
     post = forum.post("cite", "filter", "see c1", "result", cites=["c1", "c2"])
     assert forum.read()[0]["post_id"] == post["post_id"]
     assert [c["replicated"] for c in forum.read()[0]["cited"]] == [bit, bit]
+    before = records.citable(d, list(views))
+    scorer.store.execute("DELETE FROM citable WHERE trial_id='c1'")  # stopped in between
+    Scorer(str(d), scorer.cfg)  # a restarted scorer indexes what it lacks
+    assert records.citable(d, list(views)) == before
 
 
 def test_scorer_refuses_bad_submissions(scorer):

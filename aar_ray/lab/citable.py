@@ -38,9 +38,10 @@ class Citable:
         self.store, self.decimals = store, decimals
         self.replicated = replicated  # the scorer's bit for (method, params), from ground truth
         self._lock = threading.Lock()  # submissions are scored side by side (max_concurrency)
-        if store.one("SELECT 1 AS x FROM citable LIMIT 1") is None:  # a scorer from before
-            for r in store.rows("SELECT trial_id FROM submissions ORDER BY submitted_at"):
-                self.add(r["trial_id"])
+        # submissions it lacks: from a scorer before the index, or one stopped between the two
+        for r in store.rows("SELECT trial_id FROM submissions WHERE trial_id NOT IN "
+                            "(SELECT trial_id FROM citable) ORDER BY submitted_at"):
+            self.add(r["trial_id"])
 
     def add(self, trial_id: str) -> None:
         """Index a stored submission, and refresh its configuration's replication bit."""
