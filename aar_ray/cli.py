@@ -214,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     from aar_ray.config import load_campaign, save_campaign
     from aar_ray.lab.campaign import format_leaderboard, format_verdict, run_campaign
+    from aar_ray.testing.fake_anthropic import serve_fake_claude
 
     cfg = None
     if args.config:
@@ -229,14 +230,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             cfg.sweep.search = args.search or cfg.sweep.search
             cfg.sweep.trials = args.trials or cfg.sweep.trials
         cfg.validate(args.config)
-    if getattr(args, "dashboard", False):
-        if cfg is None:  # resuming: an operational switch, recorded in the campaign's config
-            path = Path(args.resume) / "config.yaml"
-            resumed = load_campaign(path)
-            resumed.dashboard.enabled = True
+    dashboard = getattr(args, "dashboard", False)
+    if cfg is None:  # resuming: operational switches, recorded in the campaign's config
+        path = Path(args.resume) / "config.yaml"
+        resumed = load_campaign(path)
+        changed = dashboard and not resumed.dashboard.enabled
+        resumed.dashboard.enabled |= dashboard
+        if serve_fake_claude(resumed) or changed:
             save_campaign(resumed, path)
-        else:
-            cfg.dashboard.enabled = True
+    else:
+        cfg.dashboard.enabled |= dashboard
+        serve_fake_claude(cfg)  # the offline demo's agents talk to a fake served from here
     try:
         summary = run_campaign(cfg, resume=args.resume, progress=not args.no_progress)
     except KeyboardInterrupt:

@@ -10,14 +10,16 @@ from typing import Any
 import anthropic
 import pytest
 
+from aar_ray import brains
 from aar_ray.bench import claude_tokens
 from aar_ray.brains.base import ToolResult
 from aar_ray.brains.claude import ClaudeBrain, load_prompt
 from aar_ray.brains.untrusted import fence, unfence
-from aar_ray.config import BudgetConfig, ClaudeConfig
+from aar_ray.config import BudgetConfig, CampaignConfig, ClaudeConfig, ConfigError
 from aar_ray.testing.fake_anthropic import (
     FakeAnthropic,
     error_reply,
+    serve_fake_claude,
     text_reply,
     tool_reply,
 )
@@ -314,3 +316,18 @@ def test_anthropic_errors_are_the_sdk_classes() -> None:
         with pytest.raises(anthropic.OverloadedError):
             client.messages.create(model="m", max_tokens=5,
                                    messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_fake_claude_brain_gets_its_fake_from_whoever_starts_the_campaign():
+    """The brain factory starts no fake: it refuses `fake-claude` without an address, and the
+    starter's `serve_fake_claude` gives it one (replacing a resumed campaign's stale one)."""
+    cfg = CampaignConfig(brain="fake-claude")
+    with pytest.raises(ConfigError, match="needs claude.base_url"):
+        brains.make_brain(cfg, "agent-0", "d", 0)
+    cfg.claude.base_url = "http://127.0.0.1:9"  # a stopped campaign's fake
+    assert serve_fake_claude(cfg) and cfg.claude.base_url != "http://127.0.0.1:9"
+    assert not serve_fake_claude(cfg)  # already pointed at this process's fake
+    brain = brains.make_brain(cfg, "agent-0", "d", 0)
+    assert str(brain.client.base_url).rstrip("/") == cfg.claude.base_url
+    offline = CampaignConfig(brain="offline")
+    assert not serve_fake_claude(offline) and offline.claude.base_url == ""

@@ -78,7 +78,7 @@ def lab(small_setting, fast_student, cache_dir, tmp_path_factory):
     scorer = Scorer(str(d), cfg)  # never prepared: fuzzed calls never reach scoring
     queue = TrialQueue(str(d), cfg, None)
     queue._ensure_loop = lambda: None  # no dispatcher: trials are queued, never run here
-    return {"forum": InProcess(Forum(str(d), scorer.trial_scores)), "scorer": scorer,
+    return {"forum": InProcess(Forum(str(d))), "scorer": scorer,
             "queue": InProcess(queue), "cfg": cfg, "dir": d}
 
 

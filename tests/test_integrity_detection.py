@@ -64,7 +64,7 @@ def lab(small_setting, fast_student, cache_dir, tmp_path_factory):
     scorer.prepare()
     queue = TrialQueue(str(d), cfg, None)
     queue._ensure_loop = lambda: None
-    return {"scorer": scorer, "forum": Forum(str(d), scorer.trial_scores), "queue": queue,
+    return {"scorer": scorer, "forum": Forum(str(d)), "queue": queue,
             "cfg": cfg, "dir": d}
 
 def toolbox(lab, agent):

@@ -18,6 +18,7 @@ import ray
 from aar_ray.config import BudgetConfig, CampaignConfig, ConfirmConfig, SettingConfig, save_campaign
 from aar_ray.lab import NAMESPACE
 from aar_ray.lab.campaign import run_campaign
+from aar_ray.testing.fake_anthropic import serve_fake_claude
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -174,6 +175,7 @@ def test_campaign_dollar_budget_stops_every_agent(local_ray, small_setting, fast
     its equal share, within one step, and no agent is cut short because others overshot."""
     cfg = tiny_config(small_setting, fast_student, cache_dir, tmp_path, trials=6)
     cfg.brain = "fake-claude"
+    assert serve_fake_claude(cfg)  # the test starts the fake; agents reach it on 127.0.0.1
     cfg.budget.steps_per_agent = 200
     cfg.budget.dollars_total = 0.05
     summary = run_campaign(cfg, progress=False)

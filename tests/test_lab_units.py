@@ -10,11 +10,12 @@ from ray.exceptions import ActorUnavailableError
 from aar_ray.brains.base import ToolResult
 from aar_ray.brains.offline import OfflineBrain
 from aar_ray.config import BudgetConfig, CampaignConfig, ScoringConfig
-from aar_ray.lab import rules
+from aar_ray.lab import citable, rules
 from aar_ray.lab.forum import Forum, ForumError
 from aar_ray.lab.scorer import ScoreError, Scorer
 from aar_ray.lab.tools import TOOLS, LabToolbox
 from aar_ray.lab.trials import TrialError
+from aar_ray.results import records
 from aar_ray.w2s.trial import run_method
 
 
@@ -77,6 +78,38 @@ def test_replication_is_one_bit_over_disjoint_seed_sets(scorer):
                                   scorer._vanilla, "public")
     assert fb["replicated"] is (pooled["lo"] > 0)
     assert pooled["seeds"] == [0, 1]
+
+
+def test_the_forum_checks_citations_in_the_scorers_records(scorer):
+    """A result post's citations are checked in the scorer's `citable` index, read-only (no
+    call into the scorer): an unknown trial and a recorded but unsubmitted one are refused; a
+    submitted one shows what the scorer's feedback says, its replication bit kept current."""
+    d = scorer.store.path.parent
+    forum = Forum(str(d))
+    _record(scorer, "c0", "cite", "vanilla")
+    for bad in ("nope", "c0"):
+        with pytest.raises(ForumError, match="not scored"):
+            forum.post("cite", "x", "PGR 0.1", "result", cites=[bad])
+    config = ("confidence_filter", {"keep": 0.6})
+    _record(scorer, "c1", "cite", *config, seeds=[0])
+    assert scorer.submit("c1", "cite")["replicated"] is None
+    _record(scorer, "c2", "cite", *config, seeds=[1])
+    scorer.submit("c2", "cite")
+    views = records.citable(d, ["c0", "c1", "c2", "nope"])
+    assert set(views) == {"c1", "c2"}
+    for tid, view in views.items():
+        fb = scorer.feedback(tid)
+        assert view == {"method": config[0], "params": config[1], "agent": "cite",
+                        **{k: fb[k] for k in citable.SHOWN}}
+    bit = scorer.replicated(*config)
+    assert bit is not None and views["c1"]["replicated"] is bit  # rewritten by c2's submission
+    post = forum.post("cite", "filter", "see c1", "result", cites=["c1", "c2"])
+    assert forum.read()[0]["post_id"] == post["post_id"]
+    assert [c["replicated"] for c in forum.read()[0]["cited"]] == [bit, bit]
+    before = records.citable(d, list(views))
+    scorer.store.execute("DELETE FROM citable WHERE trial_id='c1'")  # stopped in between
+    Scorer(str(d), scorer.cfg)  # a restarted scorer indexes what it lacks
+    assert records.citable(d, list(views)) == before
 
 
 def test_scorer_refuses_bad_submissions(scorer):

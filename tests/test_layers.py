@@ -5,6 +5,8 @@ the layers listed in README.md ("Architecture").
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,15 +16,17 @@ PACKAGE = ROOT / "aar_ray"
 # may import its own layer or any lower one. `results` and `sandbox` hold both sides of the
 # lab: their pure parts (statistics, records, the audit, isolation) sit below the actors that
 # use them, and the drivers that run the lab itself (rerun, compare, red team) sit above it.
+# The fakes (`testing`: the fake Messages API, scripted researchers) sit above the lab: whoever
+# decides to use one (the CLI, a test, the red team) starts it and hands the lab its address.
 LAYERS: list[tuple[str, ...]] = [
     ("aar_ray.errors", "aar_ray.registry", "aar_ray.typed", "aar_ray.connect"),
     ("aar_ray.config",),
     ("aar_ray.w2s",),
     ("aar_ray.train", "aar_ray.observe"),
     ("aar_ray.brains",),
-    ("aar_ray.testing",),
     ("aar_ray.sandbox", "aar_ray.results"),
     ("aar_ray.lab",),
+    ("aar_ray.testing",),
     ("aar_ray.results.rerun", "aar_ray.results.compare", "aar_ray.sandbox.redteam",
      "aar_ray.sandbox.redteam_detect", "aar_ray.sandbox.redteam_isolation",
      "aar_ray.sandbox.redteam_inject", "aar_ray.sandbox.redteam_bwrap",
@@ -161,3 +165,17 @@ def private_imports() -> set[tuple[str, str]]:
 
 def test_no_module_imports_another_modules_private_names():
     assert sorted(private_imports()) == []
+
+
+def test_importing_the_lab_has_no_side_effects():
+    """No Ray Train launcher is installed by an import: the lab's processes install it where
+    they start (`campaign.start_lab`, the scorer actor, the trial task)."""
+    code = ("import aar_ray.lab.campaign, aar_ray.lab.actors, aar_ray.lab.trials\n"
+            "from aar_ray.w2s import finetune\n"
+            "assert finetune._trainer is None, 'installed on import'\n"
+            "from aar_ray import train\n"
+            "train.install()\n"
+            "assert finetune._trainer is not None\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -20,7 +20,7 @@ SCORES = {"t1": {"method": "vanilla", "params": {}, "agent": "a", "public_pgr": 
 
 
 class CountingScorer:
-    """The scorer's `trial_scores`, counting calls and the ids asked."""
+    """The scorer's view of cited trials (its `citable` index), counting calls and the ids asked."""
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []

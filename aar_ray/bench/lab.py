@@ -150,8 +150,10 @@ def run() -> tuple[str, list[dict]]:
     slope = (large["peak agent-process PSS MiB"] - small["peak agent-process PSS MiB"]) / 900
     merge_results("lab", {
         "agents_100": {"pss_mib": round(small["peak cluster PSS MiB"], 1),
+                       "post_p99_ms": round(small["post p99 ms"], 1),
                        "read_forum_p99_ms": round(small["read_forum p99 ms"], 1)},
         "agents_1000": {"pss_mib": round(large["peak cluster PSS MiB"], 1),
+                        "post_p99_ms": round(large["post p99 ms"], 1),
                         "read_forum_p99_ms": round(large["read_forum p99 ms"], 1),
                         "nodes": large["nodes"], "trials_done": large["trials done"]},
         "agent_marginal_pss_mib": round(slope, 2),

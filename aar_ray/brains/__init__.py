@@ -30,7 +30,7 @@ def make_brain(cfg: CampaignConfig, agent_id: str, direction: str, index: int,
                             campaign_seed=cfg.seed)
     from aar_ray.brains.claude import ClaudeBrain
 
-    if cfg.brain == "fake-claude":  # the lab points claude.base_url at a local fake server
+    if cfg.brain == "fake-claude":  # its starter (the CLI, a test) serves the fake: base_url
         if not cfg.claude.base_url:
             raise ConfigError("brain: fake-claude needs claude.base_url (a fake Messages API)")
         return ClaudeBrain(cfg.claude, agent_budget(cfg), agent_id=agent_id,

@@ -12,6 +12,7 @@ from typing import Any
 
 import ray
 
+from aar_ray import train
 from aar_ray.config import CampaignConfig
 from aar_ray.lab import ACTOR_OPTIONS, NAMESPACE
 from aar_ray.lab.forum import Forum
@@ -24,6 +25,7 @@ class ScorerActor(Scorer):
     def __init__(self, campaign_dir: str, cfg: CampaignConfig) -> None:
         from aar_ray.w2s import features  # pyarrow: the scorer's process only (see scorer.py)
 
+        train.install()  # teacher and ceiling may be fine-tuned (setting.teacher finetune)
         self._embedding: dict[str, Any] = {}  # the texts being embedded now, for `progress`
         features.report_progress(
             lambda model, done, total: self._embedding.update(model=model, done=done,
@@ -37,9 +39,7 @@ class ScorerActor(Scorer):
 
 @ray.remote(**ACTOR_OPTIONS, max_concurrency=8)  # reads are served from its index, side by side
 class ForumActor(Forum):
-    def __init__(self, campaign_dir: str) -> None:
-        scorer = ray.get_actor("scorer", namespace=NAMESPACE)
-        super().__init__(campaign_dir, lambda ids: ray.get(scorer.trial_scores.remote(ids)))
+    """Reads the scorer's records (read-only), never calls the scorer actor."""
 
 
 @ray.remote(**ACTOR_OPTIONS, max_concurrency=1000)

@@ -9,7 +9,6 @@ import os
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,8 @@ class Researcher:
         self.workspace = Path(campaign_dir) / "agents" / agent_id
         self.tools = LabToolbox(agent_id, self.workspace, cfg, forum=forum, scorer=scorer,
                                 queue=queue)
-        if cfg.brain == "fake-claude":  # the offline demo: one local fake Messages API a process
-            from aar_ray.testing.fake_anthropic import shared_base_url
-
-            cfg = replace(cfg, claude=replace(cfg.claude, base_url=shared_base_url()))
+        # a `fake-claude` brain gets its fake API's address in cfg.claude.base_url from whoever
+        # started the campaign (the CLI, a test): the lab starts no fake itself
         self.brain = make_brain(cfg, agent_id, direction, index, api_key)
         self.steps, self.finished = 0, False
         self._last_usage: dict[str, Any] = {}  # usage already reported to the metrics

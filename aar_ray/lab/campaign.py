@@ -20,7 +20,7 @@ from typing import Any
 
 import ray
 
-from aar_ray import connect
+from aar_ray import connect, train
 from aar_ray.brains import require_key
 from aar_ray.brains.base import total_tokens
 from aar_ray.config import CampaignConfig, ConfigError, load_campaign, save_campaign
@@ -141,6 +141,9 @@ class Lab:
 
 
 def start_lab(cfg: CampaignConfig, campaign_dir: Path, with_agents: bool = True) -> Lab:
+    """The lab's actors, in this order: scorer, forum, trial queue, researchers."""
+    train.install()  # every lab process fine-tunes on Ray Train: this driver's installed here,
+    # the scorer's and the trial workers' where they start (actors.py, trials.py)
     d = str(campaign_dir)
     head = placement.head(cfg)
     scorer = create("scorer", ScorerActor, d, cfg, num_gpus=cfg.resources.scorer_gpus, **head)

@@ -4,10 +4,13 @@ A result post must cite a scored trial, and readers see the scorer's numbers for
 trial next to whatever the author wrote; a claimed PGR that disagrees with the scorer is
 flagged on the post.
 
-Reads are answered from the forum's own index: a `cites` table (post -> trial) and a `scores`
-table holding the scorer's view of every trial cited so far. The score a trial was shown is
-fixed once it is submitted, but its replication bit may change, so a view older than `fresh_s`
-is asked again: in one batch per read at most, never once per post.
+The scorer's view of a trial is read from the index the scorer keeps in its own database
+(`lab/citable.py`), through the read-only records reader: checking a post's citations never
+calls the scorer actor, which is busy scoring. Reads are answered from the forum's own index: a
+`cites` table (post -> trial) and a `scores` table holding the scorer's view of every trial
+cited so far. The score a trial was shown is fixed once it is submitted, but its replication
+bit may change, so a view older than `fresh_s` is read again: in one batch per read at most,
+never once per post.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from typing import Any
 from aar_ray.errors import Refusal
 from aar_ray.lab.store import Store, dumps
 from aar_ray.observe import metrics
+from aar_ray.results import records
 
 KINDS = ("result", "hypothesis", "insight", "error")
 # the one place for the forum's limits: the tools' JSON schemas read them from here
@@ -46,10 +50,11 @@ class ForumError(Refusal):
 
 class Forum:
     def __init__(self, campaign_dir: str,
-                 scores: Callable[[list[str]], dict[str, dict[str, Any]]],
+                 scores: Callable[[list[str]], dict[str, dict[str, Any]]] | None = None,
                  fresh_s: float = 5.0) -> None:
         self.store = Store(Path(campaign_dir) / "forum.sqlite", MIGRATIONS)
-        self.scores = scores  # the scorer's numbers for cited trials
+        # the scorer's view of cited trials (trial id -> view; unscored ones absent): its index
+        self.scores = scores or (lambda ids: records.citable(campaign_dir, ids))
         self.fresh_s = fresh_s  # how old the index's view of a trial may be when shown
         if self.store.one("SELECT 1 AS x FROM cites LIMIT 1") is None:  # a forum from before
             self.store.execute("INSERT INTO cites SELECT p.id, j.value FROM posts p, "
@@ -99,8 +104,8 @@ class Forum:
         return {"post_id": cur.lastrowid, "flags": flags}
 
     def _scored(self, trial_ids: list[str]) -> dict[str, dict]:
-        """The scorer's view of those of `trial_ids` that are scored: from the index, asking
-        the scorer (one call) only for those it does not know or knew too long ago."""
+        """The scorer's view of those of `trial_ids` that are scored: from the forum's index,
+        reading the scorer's (one query) only for those it does not know or knew too long ago."""
         if not trial_ids:
             return {}
         ids, now = list(dict.fromkeys(trial_ids)), time.time()

@@ -17,7 +17,8 @@ import numpy as np
 
 from aar_ray.config import CampaignConfig
 from aar_ray.errors import Refusal
-from aar_ray.lab import integrity, rules
+from aar_ray.lab import citable, integrity, rules
+from aar_ray.lab.citable import Citable, config_key
 from aar_ray.lab.store import Store, dumps
 from aar_ray.observe import metrics
 
@@ -37,7 +38,7 @@ CREATE TABLE IF NOT EXISTS submissions (
 CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL, agent TEXT, trial_id TEXT, kind TEXT,
   detail TEXT);
-"""]
+""", citable.SCHEMA]  # 2: the forum's index of what each submission showed
 BASELINE = "baseline"  # the lab's own agent id: its vanilla runs are everyone's baseline
 
 
@@ -56,11 +57,6 @@ def unpack(blob: bytes) -> Preds:
         return {int(k): z[k] for k in z.files}
 
 
-def config_key(method: str, params: dict[str, Any]) -> str:
-    """One configuration: a method and its parameters, canonically."""
-    return dumps([method, params])
-
-
 class Scorer:
     """Plain class (the actor wraps it) so the scoring rules are testable without Ray."""
 
@@ -74,6 +70,7 @@ class Scorer:
         for r in self.store.rows("SELECT preds FROM recorded WHERE agent=? AND method='vanilla' "
                                  "ORDER BY recorded_at", (BASELINE,)):
             self._vanilla = {**unpack(r["preds"]), **self._vanilla}
+        self.citable = Citable(self.store, cfg.scoring.feedback_decimals, self.replicated)
 
     # ---- set-up ------------------------------------------------------------------------------
 
@@ -139,6 +136,7 @@ class Scorer:
              pack(preds), time.time()))
         if agent == BASELINE and method == "vanilla":
             self._vanilla = {**preds, **self._vanilla}
+            self.citable.replicate()  # every configuration's bit is paired with vanilla
 
     def predictions(self, trial_id: str) -> Preds | None:
         row = self.store.one("SELECT preds FROM recorded WHERE trial_id=?", (trial_id,))
@@ -186,6 +184,7 @@ class Scorer:
             " message, flags) VALUES (?,?,?,?,?,?,?,?)",
             (trial_id, agent, time.time(), dumps(public), dumps(private), shown, message,
              dumps(flags)))
+        self.citable.add(trial_id)
         metrics.submission_scored(agent, self._best_shown(agent))
         return self.feedback(trial_id)
 
@@ -196,15 +195,12 @@ class Scorer:
     def feedback(self, trial_id: str) -> dict[str, Any]:
         """What the agent learns of a submission. With the Ladder's consent: the public ΔPGR
         over vanilla (paired on seeds and items), its 95% CI and the public PGR, rounded;
-        always: whether the configuration replicated on other seeds (None: not re-run yet)."""
-        row = self.store.one("SELECT s.agent, s.shown, s.message, s.public, r.method, r.params "
-                             "FROM submissions s JOIN recorded r USING (trial_id) "
-                             "WHERE trial_id=?", (trial_id,))
-        return {"trial_id": trial_id,
-                **rules.shown_scores(row["shown"], json.loads(row["public"]),
-                                     self.cfg.scoring.feedback_decimals),
-                "replicated": self.replicated(row["method"], json.loads(row["params"])),
-                "your_best": self._best_shown(row["agent"]), "message": row["message"]}
+        always: whether the configuration replicated on other seeds (None: not re-run yet).
+        Read from the `citable` index, as the forum reads it."""
+        view = self.citable.view(trial_id)
+        row = self.store.one("SELECT message FROM submissions WHERE trial_id=?", (trial_id,))
+        return {"trial_id": trial_id, **{k: view[k] for k in citable.SHOWN},
+                "your_best": self._best_shown(view["agent"]), "message": row["message"]}
 
     def replicated(self, method: str, params: dict[str, Any]) -> bool | None:
         """Whether a configuration submitted on two or more disjoint seed sets shows a public
@@ -315,19 +311,6 @@ class Scorer:
         key = "delta" if part == "public" else "pgr"
         out.sort(key=lambda e: (-e[key] if e[key] is not None else np.inf, e["trial_id"]))
         return out[:limit]
-
-    def trial_scores(self, trial_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """The forum's view of cited trials: what their authors were shown, nothing more."""
-        out = {}
-        for tid in trial_ids:
-            r = self.store.one("SELECT r.agent, r.method, r.params FROM submissions s "
-                               "JOIN recorded r USING (trial_id) WHERE trial_id=?", (tid,))
-            if r is not None:
-                fb = self.feedback(tid)
-                out[tid] = {"method": r["method"], "params": json.loads(r["params"]),
-                            "agent": r["agent"], **{k: fb[k] for k in (
-                                "public_delta", "public_delta_ci", "public_pgr", "replicated")}}
-        return out
 
     def trial_scores_private(self, trial_id: str, parent: str | None = None) -> dict[str, Any]:
         """Full private scores of a recorded trial, and the integrity flags its submission has

@@ -21,6 +21,7 @@ from typing import Any
 
 import ray
 
+from aar_ray import train
 from aar_ray.config import CampaignConfig, ConfigError
 from aar_ray.errors import Refusal
 from aar_ray.lab import integrity, placement
@@ -85,6 +86,7 @@ def execute_trial(cfg: CampaignConfig, campaign_dir: str, method: str, params: d
                   source: str | None, *inputs) -> list[Any]:
     """One trial on a worker: predictions per input (seed), from inputs that carry no labels;
     an agent's own method (its `source`) only ever runs in a sandboxed child."""
+    train.install()  # a built-in method may fine-tune (student.mode finetune) on Ray Train
     return custom_methods.run_any(cfg, campaign_dir, method, params, list(inputs), source)
 
 

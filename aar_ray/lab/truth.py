@@ -18,6 +18,7 @@ import numpy as np
 from aar_ray.config import CampaignConfig
 from aar_ray.results import stats
 from aar_ray.w2s import pgr
+from aar_ray.w2s.pgr import finite
 from aar_ray.w2s.student import StudentInputs
 from aar_ray.w2s.trial import Setting, ceiling, student_inputs, teacher
 
@@ -32,26 +33,21 @@ class SeedTruth:
     parts: dict[str, np.ndarray]  # "public" / "private" -> positions in the test split
 
 
-def _num(x: float | None) -> float | None:
-    """JSON-safe float: None where undefined or unbounded."""
-    return float(x) if x is not None and np.isfinite(x) else None
-
-
 def estimate(transfer: list[np.ndarray], weak: list[np.ndarray],
              ceiling: list[np.ndarray]) -> dict[str, Any]:
     """Pooled PGR, its seed x item se and 95% CI, from per-seed 0/1 arrays (JSON-safe)."""
     est = stats.pgr_ci(transfer, weak, ceiling)
-    return {"pgr": _num(est.mean), "se": _num(est.se), "ci_lo": _num(est.lo),
-            "ci_hi": _num(est.hi), "n_seeds": len(transfer)}
+    return {"pgr": finite(est.mean), "se": finite(est.se), "ci_lo": finite(est.lo),
+            "ci_hi": finite(est.hi), "n_seeds": len(transfer)}
 
 
 def compare(method: list[np.ndarray], baseline: list[np.ndarray], weak: list[np.ndarray],
             ceiling: list[np.ndarray]) -> dict[str, Any]:
     """ΔPGR of method over baseline, paired on seeds and items, with CI, se, df and p."""
     cmp = stats.paired_compare(method, baseline, weak, ceiling)
-    return {"delta": _num(cmp.delta_pgr), "lo": _num(cmp.lo), "hi": _num(cmp.hi),
-            "se": _num(cmp.se), "df": _num(cmp.df), "p": _num(cmp.p_value),
-            "effect_size": _num(cmp.effect_size)}
+    return {"delta": finite(cmp.delta_pgr), "lo": finite(cmp.lo), "hi": finite(cmp.hi),
+            "se": finite(cmp.se), "df": finite(cmp.df), "p": finite(cmp.p_value),
+            "effect_size": finite(cmp.effect_size)}
 
 
 class GroundTruth:

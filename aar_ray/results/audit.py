@@ -23,6 +23,7 @@ import numpy as np
 from aar_ray.config import ConfigError, FinetuneConfig, SettingConfig, StudentConfig, load_campaign
 from aar_ray.results import records, stats
 from aar_ray.results.verdict import acc_evidence, vanilla_mde_acc
+from aar_ray.w2s.pgr import finite
 
 VERDICTS = ("transfers", "does not transfer", "inconclusive", "no gap")
 ALPHA = 0.05
@@ -185,11 +186,6 @@ class HeldOut:
         if self._vanilla is None:
             self._vanilla = self.correct("vanilla", {})
         return self._vanilla
-
-
-def finite(x: float | None) -> float | None:
-    """`x` as a JSON-safe float, or None when it is missing or not finite."""
-    return float(x) if x is not None and math.isfinite(x) else None
 
 
 # ---- the audit ----------------------------------------------------------------------------------

@@ -85,6 +85,23 @@ def scored_trial(campaign_dir: str | Path, trial_id: str) -> dict[str, Any] | No
     return _decode(rows[0], params={}, seeds=[], provenance={}, private=None) if rows else None
 
 
+def citable(campaign_dir: str | Path, trial_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """What anyone may see of those of `trial_ids` that were submitted (the scorer's `citable`
+    index, `lab/citable.py`): method, params, agent, the Ladder-shown public_delta,
+    public_delta_ci and public_pgr, and replicated (None until re-run). A trial never
+    submitted, or unknown, is absent."""
+    ids = list(dict.fromkeys(trial_ids))
+    rows = _rows(_scorer(campaign_dir, False), "SELECT trial_id, view, replicated FROM citable "
+                 f"WHERE trial_id IN ({','.join('?' * len(ids))})", tuple(ids)) if ids else []
+    return {r["trial_id"]: citable_view(r) for r in rows}
+
+
+def citable_view(row: dict[str, Any]) -> dict[str, Any]:
+    """One `citable` row (its `view` and `replicated` columns) as the scorer shows it."""
+    bit = row["replicated"]
+    return {**json.loads(row["view"]), "replicated": None if bit is None else bool(bit)}
+
+
 def campaigns_with_trial(root: str | Path, trial_id: str) -> list[Path]:
     """The campaign directories under `root` whose scorer recorded `trial_id`."""
     return [p.parent for p in sorted(Path(root).glob(f"*/{SCORER}"))

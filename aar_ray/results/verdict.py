@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from aar_ray.results import stats
-from aar_ray.w2s.pgr import Arrays, per_seed_arrays, ratio_se, t_crit
+from aar_ray.w2s.pgr import Arrays, finite, per_seed_arrays, ratio_se, t_crit
 
 LABELS = ("winner", "setting_specific", "inconclusive")
 STATUSES = ("non_inferior", "inferior", "not_shown")
@@ -53,7 +53,7 @@ class AccEvidence:
     mde_acc: float
 
     def to_dict(self) -> dict[str, float | None]:
-        return {k: (v if math.isfinite(v) else None) for k, v in asdict(self).items()}
+        return {k: finite(v) for k, v in asdict(self).items()}
 
 
 def design_mde_acc(vanilla_acc: list[float], vanilla_items: list[int], items: float,
@@ -98,10 +98,6 @@ def vanilla_mde_acc(vanilla: Arrays, *, disagreement: float, alpha: float = 0.05
                           disagreement=disagreement, alpha=alpha, power=power)
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
-
-
 def transfer(method: Arrays, vanilla: Arrays, weak: Arrays, ceiling: Arrays, seeds: list[int],
              *, disagreement: float, power: float) -> dict[str, Any]:
     """One audit row's numbers on a held-out setting: Δacc with its CI and the design MDE from
@@ -114,8 +110,8 @@ def transfer(method: Arrays, vanilla: Arrays, weak: Arrays, ceiling: Arrays, see
     return {**{k: ev[k] for k in ("delta_acc", "ci_low_acc", "ci_high_acc", "mde_acc")},
             "gap": gap, "seeds": seeds,
             "transfer_acc": float(np.mean(method)), "vanilla_acc": float(np.mean(vanilla)),
-            "pgr": _finite(stats.pgr_ci(method, weak, ceiling).mean) if usable else None,
-            "delta_vs_vanilla": _finite(stats.paired_compare(method, vanilla, weak,
+            "pgr": finite(stats.pgr_ci(method, weak, ceiling).mean) if usable else None,
+            "delta_vs_vanilla": finite(stats.paired_compare(method, vanilla, weak,
                                                              ceiling).delta_pgr)
             if usable else None,
             "note_gap": "" if usable else

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from aar_ray.config import CampaignConfig
 from aar_ray.testing.messages import (
     ERROR_TYPES,
     Spec,
@@ -257,6 +258,17 @@ class FakeAnthropic:
                 "model": body.get("model"), "content": content,
                 "stop_reason": spec.get("stop_reason", "end_turn"), "stop_sequence": None,
                 "stop_details": spec.get("stop_details"), "usage": usage}
+
+
+def serve_fake_claude(cfg: CampaignConfig) -> bool:
+    """Point a `fake-claude` campaign's agents at this process's fake Messages API (started on
+    first use): the process that starts the campaign serves it, on 127.0.0.1, so the demo runs
+    on one machine. Any address already in `cfg` (a resumed campaign's) is stale: replaced.
+    Returns whether `cfg` changed."""
+    if cfg.brain != "fake-claude" or cfg.claude.base_url == (url := shared_base_url()):
+        return False
+    cfg.claude.base_url = url
+    return True
 
 
 def shared_base_url() -> str:

@@ -13,6 +13,11 @@ _NAN = float("nan")
 Arrays = Sequence[np.ndarray]  # one 0/1 array per seed (or a (seeds, items) array)
 
 
+def finite(x: float | None) -> float | None:
+    """`x` as a JSON-safe float: None where it is missing, undefined (NaN) or unbounded."""
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float((np.asarray(probs).argmax(axis=1) == np.asarray(labels)).mean())
 

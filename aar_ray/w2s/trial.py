@@ -246,11 +246,11 @@ class TrialResult:
 
         t, w, c = zip(*(self.correct[s] for s in sorted(self.correct)), strict=True)
         est = pgr.pgr_ci(t, w, c)
-        finite = [x if np.isfinite(x) else None for x in (est.mean, est.se, est.lo, est.hi)]
         return {"setting": self.config.setting.label, "method": self.config.method,
                 "params": self.config.params, "per_seed": [asdict(r) for r in self.seeds],
                 **{k: ms(k) for k in ("weak_acc", "ceiling_acc", "transfer_acc")},
-                "pgr": dict(zip(("mean", "se", "ci_lo", "ci_hi"), finite, strict=True))}
+                "pgr": dict(zip(("mean", "se", "ci_lo", "ci_hi"),
+                                map(pgr.finite, (est.mean, est.se, est.lo, est.hi)), strict=True))}
 
 
 def run_trial(cfg: TrialConfig, cache_dir: Path | None = None,
