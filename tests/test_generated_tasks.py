@@ -86,3 +86,16 @@ def test_bag_of_words_errs_systematically_on_the_minority():
     right = clf.predict(x[3000:]) == y[3000:]
     assert right[~minority[3000:]].mean() > 0.9
     assert right[minority[3000:]].mean() < 0.2
+
+
+def test_second_student_is_minilm_cut_to_three_layers():
+    """`minilm_l3` (the held-out strong student) is its own feature space: 3 of MiniLM's 6
+    layers, not the full model nor the 1-layer weak one."""
+    from aar_ray.w2s.models import MODELS, _encoder, minilm_path
+
+    texts = ["the flight was late", "what a lovely concert"]
+    feats = {m: MODELS.get(m).embed(texts) for m in ("minilm", "minilm_l3", "minilm_l1")}
+    assert feats["minilm_l3"].shape == (2, 384)
+    assert not np.allclose(feats["minilm_l3"], feats["minilm"], atol=1e-3)
+    assert not np.allclose(feats["minilm_l3"], feats["minilm_l1"], atol=1e-3)
+    assert len(_encoder(minilm_path(), 3)[1].encoder.layer) == 3
