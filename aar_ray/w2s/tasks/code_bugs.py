@@ -1,5 +1,5 @@
 """Generated code review: short Python functions, half with an injected bug, labelled buggy or
-correct; standing in for the seed's code task.
+correct; the offline stand-in for the seed's code task (the hub's MBPP one is `code_review`).
 
 Each family is a pair of opposite intents (largest / smallest, upper / lower case, ...) that
 share one body; the bug swaps the call that implements the intent for its opposite
