@@ -189,6 +189,11 @@ MODELS.add("minilm", ModelSpec("minilm", "all-MiniLM-L6-v2, 22M params (strong d
                                sentence_embedder(minilm_path), hf_path=minilm_path))
 MODELS.add("minilm_l1", ModelSpec("minilm_l1", "all-MiniLM-L6-v2 cut to its first layer (weak)",
                                   sentence_embedder(minilm_path, layers=1)))
+# The only other strong student that ships offline: MiniLM's first 3 layers give a different,
+# smaller feature space, so a trick tuned to minilm's geometry meets one it was not tuned on.
+MODELS.add("minilm_l3", ModelSpec("minilm_l3", "all-MiniLM-L6-v2 cut to its first 3 layers "
+                                  "(a second strong student)",
+                                  sentence_embedder(minilm_path, layers=3)))
 MODELS.add("qwen1.5-0.5b-chat", _hub(
     "qwen1.5-0.5b-chat", "the seed's weak teacher (hub): fine-tuned, or its mean-pooled last "
     "hidden states probed", sentence_embedder(lambda: HUB_MODELS["qwen1.5-0.5b-chat"][0],
