@@ -33,7 +33,8 @@ class Researcher:
         self.workspace = Path(campaign_dir) / "agents" / agent_id
         self.tools = LabToolbox(agent_id, self.workspace, cfg, forum=forum, scorer=scorer,
                                 queue=queue)
-        if cfg.brain == "fake-claude":  # the offline demo: one local fake Messages API a process
+        if cfg.brain == "fake-claude" and not cfg.claude.base_url:  # the offline demo: one
+            # local fake Messages API a process, unless a test or bench runs its own
             from aar_ray.testing.fake_anthropic import shared_base_url
 
             cfg = replace(cfg, claude=replace(cfg.claude, base_url=shared_base_url()))
@@ -47,6 +48,10 @@ class Researcher:
             self.steps, self.finished = state["steps"], state["finished"]
         else:
             (self.workspace / "direction.md").write_text(direction + "\n")
+        self._api_failures = self._failures()  # failed API calls already in the operations log
+
+    def _failures(self) -> int:
+        return (getattr(self.brain, "counters", None) or {}).get("api_failures", 0)
 
     def _save(self) -> None:
         tmp = self.workspace / ".state.json.tmp"
@@ -74,6 +79,7 @@ class Researcher:
             self.finished = not more
             self._save()
             self._report_usage()
+            self._note_api_failures()
         return self.summary()
 
     def _report_usage(self) -> None:
@@ -87,6 +93,16 @@ class Researcher:
                            usage.get(key, 0) - last.get(key, 0))
         metrics.dollars(self.agent_id, usage.get("dollars", 0.0) - last.get("dollars", 0.0))
         self._last_usage = dict(usage)
+
+    def _note_api_failures(self) -> None:
+        """One operations-log entry per step in which Messages API calls failed after the
+        SDK's retries (`count` of them): what a user reads to see an API outage."""
+        failures = self._failures()
+        if failures > self._api_failures:
+            operations.record(self.tools.campaign_dir, "api_call_failed", agent=self.agent_id,
+                              count=failures - self._api_failures,
+                              error=getattr(self.brain, "last_error", ""))
+        self._api_failures = failures
 
     def summary(self) -> dict[str, Any]:
         usage = getattr(self.brain, "usage", None)
@@ -109,6 +125,7 @@ class ResearcherActor:
                                   scorer=handles["scorer"], queue=handles["trials"],
                                   api_key=key)
                        for a, d, i in agents]
+        operations.note_restart(campaign_dir, ",".join(a for a, _, _ in agents))
 
     def run(self, deadline: float) -> list[dict[str, Any]]:
         with ThreadPoolExecutor(len(self.agents)) as pool:

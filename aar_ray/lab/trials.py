@@ -25,7 +25,7 @@ from aar_ray.config import CampaignConfig, ConfigError
 from aar_ray.errors import Refusal
 from aar_ray.lab import integrity, placement
 from aar_ray.lab.store import Store, dumps
-from aar_ray.observe import metrics, tracking
+from aar_ray.observe import metrics, operations, tracking
 from aar_ray.sandbox import custom_methods
 
 # Each entry one schema version, never edited once released: append to change it
@@ -376,6 +376,7 @@ class TrialQueue:
         if self.reruns[tid] >= self.cfg.resources.trial_retries:
             return False
         self.reruns[tid] += 1
+        operations.record(self.dir, "trial_rerun", trial_id=tid, agent=row["agent"])
         self.store.execute("UPDATE trials SET status='queued' WHERE trial_id=?", (tid,))
         self.pending[row["agent"]].appendleft(tid)
         return True
