@@ -13,6 +13,7 @@ default: the built-in setting) and AAR_BENCH_SOAK_AGENTS (default 9) shrink it; 
 title says what ran. Not yet done: filling the campaign's filesystem (docs/operations.md)."""
 from __future__ import annotations
 
+import copy
 import os
 import random
 import signal
@@ -62,8 +63,8 @@ class SoakConfig:
 def campaign_config(sc: SoakConfig, root: Path) -> CampaignConfig:
     """The soak's campaign: `base`'s setting, a trial budget it never reaches, exploration
     for about 3/4 of the run so that the confirmation (where the driver is stopped) fits."""
-    cfg = replace(sc.base, name="soak", agents=sc.agents, root=str(root), seed=sc.seed,
-                  budget=BudgetConfig(trials_per_agent=100_000, steps_per_agent=0,
+    cfg = replace(copy.deepcopy(sc.base), name="soak", agents=sc.agents, root=str(root),
+                  seed=sc.seed, budget=BudgetConfig(trials_per_agent=100_000, steps_per_agent=0,
                                       wall_clock_s=round(sc.minutes * 60 * 0.75)))
     place_on_cluster(cfg.resources)
     cfg.resources.agents_per_actor = 3
@@ -222,11 +223,14 @@ class Soak:
         if f["fault"] == "node":  # the agents and trials it hosted came back elsewhere
             return bool(after(d, "actor_restarted", t, actor="agent-")
                         or after(d, "trial_rerun", t))
-        if f["fault"] == "api_errors":  # every failed answer is in the log, none more
+        if f["fault"] == "api_errors":  # every failed answer is in the log, none more, but
+            # for one in flight each time the agent's process died (its step was never saved)
             logged = sum(e.get("count", 0) for e in after(d, "api_call_failed", t,
                                                            agent=CLAUDE_AGENT))
-            f["logged"] = logged
-            return logged == sum(f.get("injected", {}).values()) > 0
+            deaths = len(after(d, "actor_restarted", t, actor=CLAUDE_AGENT))
+            f.update(logged=logged, agent_restarts=deaths)
+            injected = sum(f.get("injected", {}).values())
+            return injected > 0 and 0 <= injected - logged <= deaths
         return bool(after(d, "campaign_interrupted", t) and after(d, "campaign_resumed", t))
 
     def report(self, left_after_shutdown: int) -> dict[str, Any]:

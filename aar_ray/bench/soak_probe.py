@@ -125,7 +125,7 @@ def end_checks(campaign_dir: Path) -> dict[str, int]:
       citations are not all in the forum's citation index;
     - duplicate_requests: trials of an agent beyond those its tool log ever saw returned
       (a replayed step that ran its trial again), confirmation runs beyond one per candidate,
-      and posts stored twice."""
+      and, likewise, posts and replies whose author was never given their id back."""
     trials = records.queued_trials(campaign_dir)
     scored = {s["trial_id"] for s in _rows(campaign_dir / records.SCORER,
                                            "SELECT trial_id FROM recorded")}
@@ -134,8 +134,11 @@ def end_checks(campaign_dir: Path) -> dict[str, int]:
                 and t["trial_id"] not in scored for t in trials)
     posts = records.posts(campaign_dir)
     stored = {p["id"] for p in posts}
-    told = {r.get("post_id") for rs in _tool_results(campaign_dir, "post").values() for r in rs}
-    lost_posts = len({p for p in told if p is not None} - stored)
+    told: dict[str, set] = {}  # author -> the post ids the forum gave back to it
+    for tool in ("post", "reply"):
+        for agent, rs in _tool_results(campaign_dir, tool).items():
+            told.setdefault(agent, set()).update(r.get("post_id") for r in rs)
+    lost_posts = len(set().union(*told.values()) - {None} - stored) if told else 0
     cites = _rows(campaign_dir / records.FORUM, "SELECT post_id, trial_id FROM cites")
     for p in posts:
         want = set(json.loads(p["cites"] or "[]"))
@@ -149,7 +152,7 @@ def end_checks(campaign_dir: Path) -> dict[str, int]:
         dup += len(ran - seen.get(agent, set()))
     confirm = [t["parent"] for t in trials if t["kind"] == "confirm"]
     dup += len(confirm) - len(set(confirm))
-    dup += len(posts) - len({(p["author"], p["title"], p["body"], p["parent_id"]) for p in posts})
+    dup += sum(p["id"] not in told.get(p["author"], set()) for p in posts)
     return {"lost_trials": lost, "lost_posts": lost_posts, "duplicate_requests": dup}
 
 
