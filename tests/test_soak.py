@@ -23,6 +23,7 @@ def test_short_soak_loses_nothing(small_setting, fast_student, cache_dir, tmp_pa
     assert all(f["survived"] for f in faults.values()), out["faults"]
     assert sum(faults["api_errors"]["injected"].values()) > 0
     assert out["trials_done"] >= sc.agents
+    assert out["explored_after_resume"] == 0  # the resume went on with the confirmation
     assert (out["leaked_processes"], out["lost_trials"], out["lost_posts"],
             out["duplicate_requests"]) == (0, 0, 0, 0), out
     assert len(out["samples"]) >= 10 and all(s["pss_mib"] > 0 for s in out["samples"])

@@ -233,6 +233,13 @@ class Soak:
             return injected > 0 and 0 <= injected - logged <= deaths
         return bool(after(d, "campaign_interrupted", t) and after(d, "campaign_resumed", t))
 
+    def explored_after_resume(self) -> int:
+        """Agent trials created after the SIGTERM: a resume in the confirmation must go on
+        with it, not explore for another wall-clock budget."""
+        stop = next((f["at"] for f in self.faults if f["fault"] == "sigterm"), None)
+        return 0 if stop is None else sum(t["kind"] == "agent" and t["created"] >= stop
+                                          for t in records.queued_trials(self.dir))
+
     def report(self, left_after_shutdown: int) -> dict[str, Any]:
         assert self.dir is not None
         checks = soak_probe.end_checks(self.dir)
@@ -251,6 +258,7 @@ class Soak:
                                    / 2**20, 2),
                "leaked_processes": self.leaked_actors + left_after_shutdown, **checks,
                "trials_done": self.trials("agent", "done"), "faults": faults,
+               "explored_after_resume": self.explored_after_resume(),
                "campaign_dir": str(self.dir), "samples": self.samples}
         return out
 
