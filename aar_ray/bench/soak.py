@@ -14,6 +14,7 @@ title says what ran. Not yet done: filling the campaign's filesystem (docs/opera
 from __future__ import annotations
 
 import copy
+import json
 import os
 import random
 import signal
@@ -85,6 +86,7 @@ class Soak:
         self.faults: list[dict[str, Any]] = []
         self.samples: list[dict[str, Any]] = []
         self.dir: Path | None = None
+        self.explored_s = float("inf")  # when the confirmation began
         self.driver: subprocess.Popen | None = None
         self.stop = threading.Event()
 
@@ -156,6 +158,7 @@ class Soak:
             self.scheduled(explore_end)
             self.wait_for("confirmation", lambda: self.trials("confirm") >= 1,
                           cfg.budget.wall_clock_s + 1800)
+            self.explored_s = self.now()
             if f is not None:
                 f["injected"] = dict(chaos.injected)
             ray.kill(claude[0], no_restart=True)  # its run ended with the exploration
@@ -243,23 +246,33 @@ class Soak:
     def report(self, left_after_shutdown: int) -> dict[str, Any]:
         assert self.dir is not None
         checks = soak_probe.end_checks(self.dir)
-        faults = [{k: v for k, v in f.items() if k != "at"} | {"survived": self.survived(f)}
-                  for f in self.faults]
-        warm = self.sc.warmup_s
+        survived = [self.survived(f) for f in self.faults]  # adds what it counted to each
+        faults = [{k: v for k, v in f.items() if k != "at"} | {"survived": ok}
+                  for f, ok in zip(self.faults, survived, strict=True)]
+        # growth over the exploration after the warm-up: the confirmation's processes differ
+        window = (self.sc.warmup_s, self.explored_s)
+        flat = [{**s, **{f"pss_{k}": v for k, v in s["lab_pss_by_actor"].items()}}
+                for s in self.samples]
+
+        def growth(key: str) -> float | None:
+            return soak_probe.growth_per_h(flat, key, *window)
+
         out = {"minutes": round(self.now() / 60, 1), "planned_minutes": self.sc.minutes,
                "agents": self.sc.agents + 1, "sample_s": self.sc.sample_s,
-               "growth_measured_after_s": warm,
-               "pss_growth_mib_per_h": soak_probe.growth_per_h(self.samples, "pss_mib", warm),
-               "lab_pss_growth_mib_per_h": soak_probe.growth_per_h(
-                   self.samples, "lab_pss_mib", warm),
-               "ray_session_growth_mib_per_h": soak_probe.growth_per_h(
-                   self.samples, "ray_session_mib", warm),
+               "growth_window_s": [round(x, 1) for x in window],
+               "pss_growth_mib_per_h": growth("pss_mib"),
+               "lab_pss_growth_mib_per_h": growth("lab_pss_mib"),
+               "lab_pss_growth_by_actor_mib_per_h": {
+                   k.decode(): growth(f"pss_{k.decode()}") for k in soak_probe.LAB_ACTORS},
+               "ray_session_growth_mib_per_h": growth("ray_session_mib"),
+               "fds_growth_per_h": growth("fds"),
                "sqlite_mib": round(sum(f.stat().st_size for f in self.dir.glob("*.sqlite*"))
                                    / 2**20, 2),
                "leaked_processes": self.leaked_actors + left_after_shutdown, **checks,
                "trials_done": self.trials("agent", "done"), "faults": faults,
                "explored_after_resume": self.explored_after_resume(),
                "campaign_dir": str(self.dir), "samples": self.samples}
+        (self.root / "soak.json").write_text(json.dumps(out, indent=1))
         return out
 
 
@@ -279,10 +292,11 @@ def run() -> tuple[str, list[dict]]:
                    / time.strftime("%Y%m%d-%H%M%S"))
     plots = write_plots(out, RESULTS.parent)
     merge_results("soak", {k: v for k, v in out.items() if k != "samples"} | {"plots": plots})
-    rows = [{k: s[k] for k in s} for s in out["samples"]]
+    rows = [{k: v for k, v in s.items() if k != "lab_pss_by_actor"} for s in out["samples"]]
     title = (f"Soak: {out['minutes']:.0f} minutes under fire ({sc.agents} offline agents + 1 "
              f"Claude agent, {sc.base.setting.label}); PSS growth "
-             f"{out['pss_growth_mib_per_h']} MiB/h after {sc.warmup_s / 60:.0f} min, leaked "
+             f"{out['pss_growth_mib_per_h']} MiB/h (lab actors {out['lab_pss_growth_mib_per_h']}) "
+             f"from {sc.warmup_s / 60:.1f} min to the end of exploration, leaked "
              f"{out['leaked_processes']}, lost trials {out['lost_trials']}, lost posts "
              f"{out['lost_posts']}, duplicate requests {out['duplicate_requests']}; faults: "
              + ", ".join(f"{f['fault']} at {f['at_s']:.0f} s "

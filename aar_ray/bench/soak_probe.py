@@ -33,16 +33,18 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def lab_processes(pids: list[int]) -> list[int]:
-    """The processes among `pids` that host a lab actor (named in their command line)."""
-    out = []
+def lab_processes(pids: list[int]) -> dict[int, str]:
+    """The processes among `pids` that host a lab actor (named in their command line), with
+    the actor's class."""
+    out = {}
     for pid in pids:
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if any(name in cmd for name in LAB_ACTORS):
-            out.append(pid)
+        name = next((n for n in LAB_ACTORS if n in cmd), None)
+        if name is not None:
+            out[pid] = name.decode()
     return out
 
 
@@ -81,17 +83,22 @@ def sample(root_pid: int, campaign_dir: Path | None, session_dir: Path, t: float
     pids = descendants(root_pid)
     db = {f.name: f.stat().st_size / 2**20 for f in sorted(
         (campaign_dir or Path("/nonexistent")).glob("*.sqlite*"))}
+    lab = lab_processes(pids)
+    by_actor = {n.decode(): round(sum(_pss_kib(p) for p, c in lab.items() if c == n.decode())
+                                  / 1024, 1) for n in LAB_ACTORS}
     return {"t_s": round(t, 1), "pss_mib": round(sum(map(_pss_kib, pids)) / 1024, 1),
-            "lab_pss_mib": round(sum(map(_pss_kib, lab_processes(pids))) / 1024, 1),
+            "lab_pss_mib": round(sum(by_actor.values()), 1), "lab_pss_by_actor": by_actor,
             "fds": sum(map(_fds, pids)), "processes": len(pids),
             "sqlite_mib": round(sum(v for k, v in db.items() if k.endswith(".sqlite")), 3),
             "wal_mib": round(sum(v for k, v in db.items() if k.endswith("-wal")), 3),
             "ray_session_mib": round(tree_mib(session_dir), 1)}
 
 
-def growth_per_h(samples: list[dict[str, Any]], key: str, after_s: float) -> float | None:
-    """The least-squares slope of `key` over the samples taken after `after_s`, per hour."""
-    pts = [(s["t_s"], s[key]) for s in samples if s["t_s"] >= after_s]
+def growth_per_h(samples: list[dict[str, Any]], key: str, after_s: float,
+                 before_s: float = float("inf")) -> float | None:
+    """The least-squares slope of `key` over the samples taken in [after_s, before_s), per
+    hour."""
+    pts = [(s["t_s"], s[key]) for s in samples if after_s <= s["t_s"] < before_s]
     if len(pts) < 2:
         return None
     mx = sum(x for x, _ in pts) / len(pts)
