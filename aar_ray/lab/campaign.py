@@ -29,7 +29,7 @@ from aar_ray.lab import NAMESPACE, confirmation, placement, startup
 from aar_ray.lab.actors import ForumActor, ScorerActor, TrialQueueActor, create
 from aar_ray.lab.agent import ResearcherActor
 from aar_ray.lab.directions import DIRECTIONS
-from aar_ray.lab.store import checkpoint
+from aar_ray.lab.store import checkpoint, require_space
 from aar_ray.observe import operations, tracking
 from aar_ray.results import records, stats, verdict
 from aar_ray.results.diversity import diversity
@@ -254,13 +254,15 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
         while pending:
             _, pending = ray.wait(pending, timeout=1.0)
             show.tick()
+            require_space(campaign_dir)
         if cfg.explorer == "sweep":
             ray.get(list(refs))  # a crashed sweep must fail loudly, not end with 0 trials
         stopped = over_budget(lab)  # a sweep has no agents: nothing spent, None
         if stopped is None and time.time() >= deadline:
             stopped = f"wall-clock budget ({cfg.budget.wall_clock_s:g} s of exploration)"
         if explored is None:
-            (campaign_dir / EXPLORED).write_text(json.dumps({"stopped_by": stopped}))
+            (campaign_dir / ".explored.tmp").write_text(json.dumps({"stopped_by": stopped}))
+            os.replace(campaign_dir / ".explored.tmp", campaign_dir / EXPLORED)  # whole or none
         stopped = (explored or {}).get("stopped_by", stopped)
         ray.get(lab.queue.drain.remote())
         run_controls(lab)
