@@ -1,7 +1,8 @@
 """The `aar` command's exit codes, and the one line each expected failure becomes.
 
     0  done
-    1  failure: Ray or the Claude API could not be reached, or answered with an error
+    1  failure: Ray or the Claude API could not be reached, or answered with an error; the
+       campaign's disk is full
     2  bad input: a ConfigError or another refusal (a flag, a config field, a directory)
   130  stopped (Ctrl-C or SIGTERM); `aar run --resume DIR` continues
 
@@ -9,6 +10,7 @@ Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import errno
 import sys
 
 OK, FAILURE, BAD_INPUT, STOPPED = 0, 1, 2, 130
@@ -40,6 +42,9 @@ def classify(exc: BaseException) -> tuple[int, str] | None:
     first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
     if isinstance(cause, Refusal):
         return BAD_INPUT, f"aar: error: {first}"
+    if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:  # a full disk
+        where = f" ({cause.filename})" if cause.filename else ""
+        return FAILURE, f"aar: failed: no space left on device{where}: {cause.strerror}"
     if _unreachable(cause):
         return FAILURE, f"aar: failed: {type(cause).__name__}: {first}"
     return None

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 SUITES = ["w2s", "startup", "lab", "claude_tokens", "sandbox"]
-OPT_IN = ["sweep"]  # nine campaigns: about an hour or more on 2 cores, so run by name only
+OPT_IN = ["sweep", "soak"]  # an hour or more each on 2 cores, so run by name only
 MARK = "<!-- bench:{} -->"
 
 

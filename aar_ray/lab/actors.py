@@ -18,6 +18,7 @@ from aar_ray.lab import ACTOR_OPTIONS, NAMESPACE
 from aar_ray.lab.forum import Forum
 from aar_ray.lab.scorer import Scorer
 from aar_ray.lab.trials import TrialQueue
+from aar_ray.observe.operations import note_restart
 
 
 @ray.remote(**ACTOR_OPTIONS, max_concurrency=4)
@@ -31,6 +32,7 @@ class ScorerActor(Scorer):
             lambda model, done, total: self._embedding.update(model=model, done=done,
                                                               total=total))
         super().__init__(campaign_dir, cfg)
+        note_restart(campaign_dir, "scorer")
 
     def progress(self) -> dict[str, Any]:
         """How far the embedding in progress is: {model, done, total}, {} when none ran."""
@@ -41,12 +43,17 @@ class ScorerActor(Scorer):
 class ForumActor(Forum):
     """Reads the scorer's records (read-only), never calls the scorer actor."""
 
+    def __init__(self, campaign_dir: str) -> None:
+        super().__init__(campaign_dir)
+        note_restart(campaign_dir, "forum")
+
 
 @ray.remote(**ACTOR_OPTIONS, max_concurrency=1000)
 class TrialQueueActor(TrialQueue):
     def __init__(self, campaign_dir: str, cfg: CampaignConfig,
                  secrets: dict[str, Any] | None = None, scorer: str = "scorer") -> None:
         super().__init__(campaign_dir, cfg, ray.get_actor(scorer, namespace=NAMESPACE), secrets)
+        note_restart(campaign_dir, "trials")
 
 
 def create(name: str, cls, *args, **options):

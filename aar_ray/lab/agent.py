@@ -44,6 +44,10 @@ class Researcher:
             self.steps, self.finished = state["steps"], state["finished"]
         else:
             (self.workspace / "direction.md").write_text(direction + "\n")
+        self._api_failures = self._failures()  # failed API calls already in the operations log
+
+    def _failures(self) -> int:
+        return (getattr(self.brain, "counters", None) or {}).get("api_failures", 0)
 
     def _save(self) -> None:
         tmp = self.workspace / ".state.json.tmp"
@@ -71,6 +75,7 @@ class Researcher:
             self.finished = not more
             self._save()
             self._report_usage()
+            self._note_api_failures()
         return self.summary()
 
     def _report_usage(self) -> None:
@@ -84,6 +89,16 @@ class Researcher:
                            usage.get(key, 0) - last.get(key, 0))
         metrics.dollars(self.agent_id, usage.get("dollars", 0.0) - last.get("dollars", 0.0))
         self._last_usage = dict(usage)
+
+    def _note_api_failures(self) -> None:
+        """One operations-log entry per step in which Messages API calls failed after the
+        SDK's retries (`count` of them): what a user reads to see an API outage."""
+        failures = self._failures()
+        if failures > self._api_failures:
+            operations.record(self.tools.campaign_dir, "api_call_failed", agent=self.agent_id,
+                              count=failures - self._api_failures,
+                              error=getattr(self.brain, "last_error", ""))
+        self._api_failures = failures
 
     def summary(self) -> dict[str, Any]:
         usage = getattr(self.brain, "usage", None)
@@ -106,6 +121,7 @@ class ResearcherActor:
                                   scorer=handles["scorer"], queue=handles["trials"],
                                   api_key=key)
                        for a, d, i in agents]
+        operations.note_restart(campaign_dir, ",".join(a for a, _, _ in agents))
 
     def run(self, deadline: float) -> list[dict[str, Any]]:
         with ThreadPoolExecutor(len(self.agents)) as pool:

@@ -1,7 +1,8 @@
 """A campaign: start (or resume) the lab on Ray, let the agents research until their budgets
 end, and write the leaderboard. Everything lives in one campaign directory:
 
-    config.yaml  scorer.sqlite  forum.sqlite  trials.sqlite  summary.json
+    config.yaml  scorer.sqlite  forum.sqlite  trials.sqlite  operations.jsonl  explored.json
+    summary.json
     agents/<agent-id>/{direction.md, notebook.md, state.json, trials.jsonl, tool_calls.jsonl}
 """
 from __future__ import annotations
@@ -28,9 +29,9 @@ from aar_ray.lab import NAMESPACE, confirmation, placement, startup
 from aar_ray.lab.actors import ForumActor, ScorerActor, TrialQueueActor, create
 from aar_ray.lab.agent import ResearcherActor
 from aar_ray.lab.directions import DIRECTIONS
-from aar_ray.lab.store import checkpoint
-from aar_ray.observe import tracking
-from aar_ray.results import stats, verdict
+from aar_ray.lab.store import checkpoint, require_space
+from aar_ray.observe import operations, tracking
+from aar_ray.results import records, stats, verdict
 from aar_ray.results.diversity import diversity
 
 FORWARDED_ENV = ("WANDB_MODE", "WANDB_PROJECT", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
@@ -102,6 +103,7 @@ def init_ray(cfg: CampaignConfig) -> bool:
     return True
 
 
+EXPLORED = "explored.json"  # written when exploration ends: a resume goes on to what follows
 LONG_CAMPAIGN_S = 3600  # exploration this long (or any Claude campaign) must keep its records
 
 
@@ -235,10 +237,15 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
         # after ray.init, whose own SIGTERM handler aborts: a stopped campaign shuts Ray down
         # cleanly instead, and `aar run --resume DIR` continues it
         signal.signal(signal.SIGTERM, _interrupt)
+    if resume:
+        operations.record(campaign_dir, "campaign_resumed")
+    explored = records.json_file(campaign_dir / EXPLORED)
     try:
         lab = start_lab(cfg, campaign_dir, with_agents=cfg.explorer == "agents")
         run_baseline(lab)
         deadline = time.time() + cfg.budget.wall_clock_s if cfg.budget.wall_clock_s else 1e12
+        if explored is not None:  # a resume after exploration ended: not a fresh wall clock
+            deadline = 0
         if cfg.explorer == "sweep":  # a Ray Tune sweep explores instead of the agents
             from aar_ray.lab.sweep import explore_task  # Ray Tune: 2-9 s to import
 
@@ -250,11 +257,16 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
         while pending:
             _, pending = ray.wait(pending, timeout=1.0)
             show.tick()
+            require_space(campaign_dir)
         if cfg.explorer == "sweep":
             ray.get(list(refs))  # a crashed sweep must fail loudly, not end with 0 trials
         stopped = over_budget(lab)  # a sweep has no agents: nothing spent, None
         if stopped is None and time.time() >= deadline:
             stopped = f"wall-clock budget ({cfg.budget.wall_clock_s:g} s of exploration)"
+        if explored is None:
+            (campaign_dir / ".explored.tmp").write_text(json.dumps({"stopped_by": stopped}))
+            os.replace(campaign_dir / ".explored.tmp", campaign_dir / EXPLORED)  # whole or none
+        stopped = (explored or {}).get("stopped_by", stopped)
         ray.get(lab.queue.drain.remote())
         run_controls(lab)
         show.tick(final=True)
@@ -266,6 +278,9 @@ def run_campaign(cfg: CampaignConfig | None = None, *, resume: str | Path | None
         (campaign_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         tracking.log_verdict(campaign_dir.name, str(campaign_dir), cfg, summary)
         return summary
+    except KeyboardInterrupt:
+        operations.record(campaign_dir, "campaign_interrupted")
+        raise
     finally:
         if started:
             ray.shutdown()

@@ -11,7 +11,9 @@ written by a newer aar-ray is refused rather than misread.
 """
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 import sqlite3
 import threading
 from pathlib import Path
@@ -66,14 +68,32 @@ class Store:
         return rows[0] if rows else None
 
 
+MIN_FREE_MIB = 8  # below this the driver stops: SQLite and the agents' files still fit
+
+
+def require_space(campaign_dir: str | Path) -> None:
+    """Stop the campaign (ENOSPC, one line from `aar`) before its filesystem is full: a full
+    disk fails every actor's writes at once, mid-transaction. What is written stays written;
+    `aar run --resume` continues once space is freed."""
+    free = shutil.disk_usage(campaign_dir).free >> 20
+    if free < MIN_FREE_MIB:
+        raise OSError(errno.ENOSPC, f"only {free} MiB free for the campaign directory (it "
+                      f"stops below {MIN_FREE_MIB} MiB); free space, then `aar run --resume "
+                      f"{campaign_dir}`")
+
+
 def checkpoint(campaign_dir: str | Path) -> None:
     """Merge every database's write-ahead log into the database file: a finished campaign's
     directory is complete in its *.sqlite files (the last connection to close, here once the
-    actors are gone, also removes the -wal and -shm files)."""
+    actors are gone, also removes the -wal and -shm files). On a full disk the logs stay: the
+    next open (a resume, a reader) reads them."""
     for path in sorted(Path(campaign_dir).glob("*.sqlite")):
         db = sqlite3.connect(path)
         try:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as e:
+            if "full" not in str(e):
+                raise
         finally:
             db.close()
 

@@ -26,7 +26,7 @@ from aar_ray.config import CampaignConfig, ConfigError
 from aar_ray.errors import Refusal
 from aar_ray.lab import integrity, placement
 from aar_ray.lab.store import Store, dumps
-from aar_ray.observe import metrics, tracking
+from aar_ray.observe import metrics, operations, tracking
 from aar_ray.sandbox import custom_methods
 
 # Each entry one schema version, never edited once released: append to change it
@@ -315,10 +315,16 @@ class TrialQueue:
             self._inputs[seed, shuffle] = self.scorer.student_inputs.remote(seed, shuffle)
         return self._inputs[seed, shuffle]
 
+    def _wake(self, trial_id: str) -> None:
+        """Wake whoever waits on a finished trial; the event goes (its waiters hold it), so
+        a long campaign keeps no event per trial."""
+        if (event := self.done_event.pop(trial_id, None)) is not None:
+            event.set()
+
     def _fail(self, trial_id: str, error: str) -> None:
         self.store.execute("UPDATE trials SET status='error', error=?, finished=? WHERE "
                            "trial_id=?", (error, time.time(), trial_id))
-        self.done_event.setdefault(trial_id, asyncio.Event()).set()
+        self._wake(trial_id)
 
     async def _dispatch(self) -> None:
         while True:
@@ -349,7 +355,7 @@ class TrialQueue:
                     json.loads(row["provenance"]), dict(zip(seeds, preds, strict=True)))
             self.store.execute("UPDATE trials SET status='done', finished=? WHERE trial_id=?",
                                (time.time(), trial_id))
-            self.done_event.setdefault(trial_id, asyncio.Event()).set()
+            self._wake(trial_id)
             metrics.trial_finished(row["agent"], row["method"], "done")
             # one W&B run per trial (controls too, under their own job_type), off the loop
             task = asyncio.get_running_loop().create_task(self._track(row))
@@ -378,6 +384,7 @@ class TrialQueue:
         if self.reruns[tid] >= self.cfg.resources.trial_retries:
             return False
         self.reruns[tid] += 1
+        operations.record(self.dir, "trial_rerun", trial_id=tid, agent=row["agent"])
         self.store.execute("UPDATE trials SET status='queued' WHERE trial_id=?", (tid,))
         self.pending[row["agent"]].appendleft(tid)
         return True

@@ -2,11 +2,12 @@
 lab (not what agents did wrong), one JSON object a line, for the people running the campaign.
 
 An entry is written for every *internal* error at the tool boundary (a bug: the agent sees only
-the entry's id) and for every failed brain step. Many agent processes append to the one file:
-each entry is a single `os.write` on an `O_APPEND` descriptor, which the kernel appends whole, so
-concurrent writers never interleave lines; a line left without its newline by a writer that died
-(a full disk) is ended first, so it cannot swallow the next entry. `aar status` and `aar report`
-read it.
+the entry's id), every failed brain step and failed Messages API call, every actor Ray
+restarted, every trial re-run after its worker or node died, and every stop and resume. Many
+processes append to the one file: each entry is a single `os.write` on an `O_APPEND` descriptor,
+which the kernel appends whole, so concurrent writers never interleave lines; a line left
+without its newline by a writer that died (a full disk) is ended first, so it cannot swallow the
+next entry. `aar status` and `aar report` read it.
 """
 from __future__ import annotations
 
@@ -35,6 +36,15 @@ def record(campaign_dir: str | Path, kind: str, **fields: Any) -> str:
     finally:
         os.close(fd)
     return entry_id
+
+
+def note_restart(campaign_dir: str | Path, actor: str) -> None:
+    """An entry when Ray restarted the calling actor (a crash, a lost node, a kill), so the
+    people running the campaign see every restart, not only its effects."""
+    import ray  # the readers (status, report) need no Ray
+
+    if ray.get_runtime_context().was_current_actor_reconstructed:
+        record(campaign_dir, "actor_restarted", actor=actor)
 
 
 def args_text(args: Any) -> str:

@@ -13,6 +13,7 @@ import itertools
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -152,6 +153,8 @@ class _Handler(BaseHTTPRequestHandler):
             spec = fake._next_spec(body)
         except Exception as e:  # a broken script is an API error, not a hung test
             return self._send(500, _error_body(500, f"fake script failed: {type(e).__name__}"))
+        if spec.get("delay_s"):  # a slow answer: past the client's timeout it is a timeout
+            time.sleep(spec["delay_s"])
         if "error" in spec:
             status = int(spec["error"])
             headers = {}
@@ -163,14 +166,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
               ) -> None:
         data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("request-id", f"req_fake_{next(self.server.fake._ids)}")
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("request-id", f"req_fake_{next(self.server.fake._ids)}")
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+            self.close_connection = True
 
 
 class _Server(ThreadingHTTPServer):
@@ -186,11 +192,12 @@ def _error_body(status: int, message: str) -> dict[str, Any]:
 class FakeAnthropic:
     """`with FakeAnthropic(script) as fake:` serves the Messages API at `fake.base_url`.
 
-    `script`: a list of response specs consumed in order (then a plain end_turn reply), a callable
-    `(request_json) -> spec`, or None for `researcher_policy()`. A spec is a message
+    `script`: a list of response specs consumed in order (then a plain end_turn reply), a
+    callable `(request_json) -> spec`, or None for `researcher_policy()`. A spec is a message
     (`{"content": [...], "stop_reason": ...}`, see `text_reply`/`tool_reply`) or an error
-    (`error_reply(529)`). `requests` records each request's path, headers and JSON body; headers
-    (which carry the API key) are recorded for tests and never sent back.
+    (`error_reply(529)`); `delay_s` in a spec delays its answer (a timeout). `requests` records
+    each request's path, headers and JSON body; headers (which carry the API key) are recorded
+    for tests and never sent back.
     """
 
     def __init__(self, script: Script = None, *, min_cache_tokens: int = 1024) -> None:
