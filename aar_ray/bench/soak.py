@@ -140,8 +140,9 @@ class Soak:
             finally:
                 self.stop.set()
                 ray.shutdown()
-        time.sleep(2)  # the cluster's processes are stopped; anything still here leaked
-        return self.report(len(soak_probe.descendants(os.getpid())))
+        # the cluster's processes are stopped; anything still here after the grace leaked
+        return self.report(len(soak_probe.still_running(
+            lambda: soak_probe.descendants(os.getpid()))))
 
     def campaign(self) -> None:
         sc, cfg = self.sc, self.cfg
@@ -177,8 +178,9 @@ class Soak:
         if code != 0:
             raise RuntimeError(f"soak: the campaign exited {code}; see {self.root}/driver.log")
         self.driver_exited = time.time()
-        time.sleep(5)  # the driver's actors go with it; anything hosting one after that leaked
-        self.leaked_actors = len(soak_probe.lab_processes(soak_probe.descendants(os.getpid())))
+        # the driver's actors go with it; anything hosting one after the grace leaked
+        self.leaked_actors = len(soak_probe.still_running(
+            lambda: list(soak_probe.lab_processes(soak_probe.descendants(os.getpid())))))
 
     def claude_agent(self, base_url: str, deadline: float) -> tuple[Any, Any]:
         """One more agent, a Claude brain whose API fails on purpose, in the same campaign:
@@ -227,10 +229,11 @@ class Soak:
             return bool(after(d, "actor_restarted", t, actor="agent-")
                         or after(d, "trial_rerun", t))
         if f["fault"] == "api_errors":  # every failed answer is in the log, none more, but
-            # for one in flight each time the agent's process died (its step was never saved)
+            # for one in flight each time the agent's process died (its step was never saved),
+            # the soak's own kill of it at the end of exploration included
             logged = sum(e.get("count", 0) for e in after(d, "api_call_failed", t,
                                                            agent=CLAUDE_AGENT))
-            deaths = len(after(d, "actor_restarted", t, actor=CLAUDE_AGENT))
+            deaths = len(after(d, "actor_restarted", t, actor=CLAUDE_AGENT)) + 1
             f.update(logged=logged, agent_restarts=deaths)
             injected = sum(f.get("injected", {}).values())
             return injected > 0 and 0 <= injected - logged <= deaths

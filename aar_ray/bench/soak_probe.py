@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +18,31 @@ LAB_ACTORS = (b"ScorerActor", b"ForumActor", b"TrialQueueActor", b"ResearcherAct
 
 
 def descendants(pid: int) -> list[int]:
-    """Every live process below `pid` (children, theirs, ...)."""
+    """Every live process below `pid` (children, theirs, ...); zombies are already dead."""
     children: dict[int, list[int]] = {}
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                state, ppid = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:2]
             except (OSError, IndexError, ValueError):
                 continue
-            children.setdefault(ppid, []).append(int(proc.name))
+            if state != "Z":
+                children.setdefault(int(ppid), []).append(int(proc.name))
     out, todo = [], list(children.get(pid, []))
     while todo:
         p = todo.pop()
         out.append(p)
         todo += children.get(p, [])
     return out
+
+
+def still_running(pids: Callable[[], list[int]], grace_s: float = 30.0) -> list[int]:
+    """`pids()` once it is empty, or after `grace_s` (a loaded machine tears a cluster down
+    slowly): what is left then has outlived its campaign."""
+    end = time.monotonic() + grace_s
+    while (left := pids()) and time.monotonic() < end:
+        time.sleep(0.5)
+    return left
 
 
 def lab_processes(pids: list[int]) -> dict[int, str]:

@@ -159,7 +159,8 @@ def _tokens(text: str, ignore: frozenset[str]) -> list[tuple[str, int]]:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _token_id(token: str) -> int:
-    digest = hashlib.blake2b(token.encode(), digest_size=8).digest()
+    # surrogatepass: a lone surrogate JSON may carry is still a token, not a crash
+    digest = hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big")  # stable across processes, unlike hash()
 
 
