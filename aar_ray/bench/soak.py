@@ -130,6 +130,9 @@ class Soak:
             for t in records.queued_trials(self.dir))
 
     def run(self) -> dict[str, Any]:
+        # what this process ran before the soak (e.g. a sandbox server of an earlier test) is
+        # not the campaign's
+        before = set(soak_probe.descendants(os.getpid()))
         with local_cluster(workers=2) as cluster:
             self.cluster = cluster
             self.session = Path(cluster.head_node.get_session_dir_path()).parent
@@ -142,7 +145,7 @@ class Soak:
                 ray.shutdown()
         # the cluster's processes are stopped; anything still here after the grace leaked
         return self.report(len(soak_probe.still_running(
-            lambda: soak_probe.descendants(os.getpid()))))
+            lambda: [p for p in soak_probe.descendants(os.getpid()) if p not in before])))
 
     def campaign(self) -> None:
         sc, cfg = self.sc, self.cfg
