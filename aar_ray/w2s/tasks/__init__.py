@@ -36,6 +36,23 @@ class TaskData:
         return h.hexdigest()[:16]
 
 
+def generate(n: int, seed: int, draw: Callable[[np.random.Generator], tuple[str, int]],
+             classes: tuple[str, ...]) -> TaskData:
+    """A generated task: `draw(rng)` gives one (text, label); repeated texts are drawn again
+    until `n` distinct ones are there. Deterministic in `seed`."""
+    rng = np.random.default_rng(seed)
+    seen: set[str] = set()
+    texts, labels = [], []
+    while len(texts) < n:
+        text, label = draw(rng)
+        if text in seen:
+            continue
+        seen.add(text)
+        texts.append(text)
+        labels.append(label)
+    return TaskData(texts, np.array(labels), classes)
+
+
 PAIR_SEP = "\nB: "  # no text of a task that is not pairwise may contain it (hub.clean)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aar_ray.w2s.tasks import TASKS, TaskData, TaskSpec
+from aar_ray.w2s.tasks import TASKS, TaskData, TaskSpec, generate
 
 
 @dataclass(frozen=True)
@@ -78,19 +78,14 @@ def snippet(rng: np.random.Generator) -> tuple[str, str, int, bool]:
     return text, family, intent, correct
 
 
+def _draw(rng: np.random.Generator) -> tuple[str, int]:
+    text, _, _, correct = snippet(rng)
+    return text, int(correct)
+
+
 @functools.cache
 def load(n: int = 6000) -> TaskData:
-    rng = np.random.default_rng(2026)
-    seen: set[str] = set()
-    texts, labels = [], []
-    while len(texts) < n:
-        text, _, _, correct = snippet(rng)
-        if text in seen:
-            continue
-        seen.add(text)
-        texts.append(text)
-        labels.append(int(correct))
-    return TaskData(texts, np.array(labels), ("buggy", "correct"))
+    return generate(n, 2026, _draw, ("buggy", "correct"))
 
 
 TASKS.add("code_bugs", TaskSpec(

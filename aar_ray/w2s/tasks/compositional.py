@@ -8,7 +8,7 @@ import functools
 
 import numpy as np
 
-from aar_ray.w2s.tasks import TASKS, TaskData, TaskSpec
+from aar_ray.w2s.tasks import TASKS, TaskData, TaskSpec, generate
 
 SUBJECTS = ["movie", "food", "service", "hotel", "book", "concert", "flight", "phone", "game",
             "album", "restaurant", "show", "camera", "course", "trip", "staff"]
@@ -37,24 +37,18 @@ TEMPLATES: list[tuple[str, bool]] = [
 ]
 
 
+def _draw(rng: np.random.Generator) -> tuple[str, int]:
+    template, keeps = TEMPLATES[rng.integers(len(TEMPLATES))]
+    positive = bool(rng.integers(2))
+    a = rng.choice(POSITIVE if positive else NEGATIVE)
+    b = rng.choice(NEGATIVE if positive else POSITIVE)  # the distractor clause disagrees
+    x, y = rng.choice(SUBJECTS, size=2, replace=False)
+    return template.format(x=x, y=y, a=a, b=b), int(positive == keeps)
+
+
 @functools.cache
 def load(n: int = 12000) -> TaskData:
-    rng = np.random.default_rng(2023)
-    seen: set[str] = set()
-    texts, labels = [], []
-    while len(texts) < n:
-        template, keeps = TEMPLATES[rng.integers(len(TEMPLATES))]
-        positive = bool(rng.integers(2))
-        a = rng.choice(POSITIVE if positive else NEGATIVE)
-        b = rng.choice(NEGATIVE if positive else POSITIVE)  # the distractor clause disagrees
-        x, y = rng.choice(SUBJECTS, size=2, replace=False)
-        text = template.format(x=x, y=y, a=a, b=b)
-        if text in seen:
-            continue
-        seen.add(text)
-        texts.append(text)
-        labels.append(int(positive == keeps))
-    return TaskData(texts, np.array(labels), ("negative", "positive"))
+    return generate(n, 2023, _draw, ("negative", "positive"))
 
 
 TASKS.add("compositional", TaskSpec(

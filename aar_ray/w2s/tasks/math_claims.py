@@ -16,7 +16,7 @@ import functools
 
 import numpy as np
 
-from aar_ray.w2s.tasks import TASKS, TaskData, TaskSpec
+from aar_ray.w2s.tasks import TASKS, TaskData, TaskSpec, generate
 
 # operation word -> whether a OP b > a for every a >= 10 and 2 <= b <= 9
 OPERATIONS = {"plus": True, "times": True, "multiplied by": True, "minus": False,
@@ -29,29 +29,26 @@ TEMPLATES = ["{a} {op} {b} is {rel} {a}.", "The result of {a} {op} {b} is {rel} 
 SMALLER_SHARE = 0.3  # the minority the bag-of-words teacher gets wrong
 
 
+GROWS = [op for op, up in OPERATIONS.items() if up]
+SHRINKS = [op for op, up in OPERATIONS.items() if not up]
+
+
+def _draw(rng: np.random.Generator) -> tuple[str, int]:
+    true = bool(rng.integers(2))
+    says_smaller = bool(rng.random() < SMALLER_SHARE)
+    # a claim is true when the operation moves a the way the claim says
+    ops = SHRINKS if says_smaller == true else GROWS
+    op = ops[rng.integers(len(ops))]
+    rels = SMALLER if says_smaller else LARGER
+    text = TEMPLATES[rng.integers(len(TEMPLATES))].format(
+        a=int(rng.integers(10, 100)), b=int(rng.integers(2, 10)), op=op,
+        rel=rels[rng.integers(len(rels))])
+    return text, int(true)
+
+
 @functools.cache
 def load(n: int = 6000) -> TaskData:
-    rng = np.random.default_rng(2026)
-    grows = [op for op, up in OPERATIONS.items() if up]
-    shrinks = [op for op, up in OPERATIONS.items() if not up]
-    seen: set[str] = set()
-    texts, labels = [], []
-    while len(texts) < n:
-        true = bool(rng.integers(2))
-        says_smaller = bool(rng.random() < SMALLER_SHARE)
-        # a claim is true when the operation moves a the way the claim says
-        ops = shrinks if says_smaller == true else grows
-        op = ops[rng.integers(len(ops))]
-        rels = SMALLER if says_smaller else LARGER
-        text = TEMPLATES[rng.integers(len(TEMPLATES))].format(
-            a=int(rng.integers(10, 100)), b=int(rng.integers(2, 10)), op=op,
-            rel=rels[rng.integers(len(rels))])
-        if text in seen:
-            continue
-        seen.add(text)
-        texts.append(text)
-        labels.append(int(true))
-    return TaskData(texts, np.array(labels), ("false", "true"))
+    return generate(n, 2026, _draw, ("false", "true"))
 
 
 TASKS.add("math_claims", TaskSpec(
