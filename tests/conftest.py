@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -68,22 +69,22 @@ def cluster():
         pytest.fail(str(e))
 
 
-
 # The suite's process has loaded torch, pyarrow, Ray's gRPC threads and the sandbox's fork
 # servers; a native crash during interpreter teardown (after the summary is printed) turned a
 # green run into a SIGSEGV exit. Every cluster and sandbox the tests start is torn down by
 # fixtures or dies with its parent (--die-with-parent), so skip the teardown and exit with
 # pytest's own status.
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config: pytest.Config) -> None:
-    status = getattr(config, "_aar_exitstatus", None)
-    if status is None:
-        return
-    import sys
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(int(status))
+_EXIT_STATUS = pytest.StashKey[int]()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    session.config._aar_exitstatus = exitstatus
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _EXIT_STATUS not in config.stash:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(config.stash[_EXIT_STATUS])
